@@ -1,0 +1,118 @@
+"""A typed JetStream KV repository with compare-and-set on revision.
+
+Values are serialized protobuf. Every write names the revision it read (`update(..., revision)`),
+so two writers racing on one key cannot both win: the loser gets `Conflict` and re-reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
+from nats.js.kv import KeyValue
+
+from mlmesh.common.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+
+M = TypeVar("M", bound=Message)
+
+_KEY = re.compile(r"^[A-Za-z0-9_=/.-]{1,512}$")
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key or "") or key.startswith(".") or key.endswith(".") or ".." in key:
+        raise InvalidArgument.field("key", "must be 1-512 characters of [A-Za-z0-9_=/.-], dot-separated")
+    return key
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[M]):
+    key: str
+    value: M
+    revision: int
+
+
+async def open_bucket(js: JetStreamContext, bucket: str, *, history: int = 5) -> KeyValue:
+    """Open a bucket, creating it (file storage) on first use."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE))
+
+
+class KvRepository(Generic[M]):
+    def __init__(self, kv: KeyValue, message_type: type[M], what: str = "object"):
+        self._kv = kv
+        self._type = message_type
+        self._what = what
+
+    @classmethod
+    async def open(
+        cls, js: JetStreamContext, bucket: str, message_type: type[M], what: str = "object", history: int = 5
+    ) -> KvRepository[M]:
+        return cls(await open_bucket(js, bucket, history=history), message_type, what)
+
+    def _decode(self, key: str, raw: bytes, revision: int) -> Versioned[M]:
+        msg = self._type()
+        msg.ParseFromString(raw or b"")
+        return Versioned(key, msg, revision)
+
+    async def get(self, key: str) -> Versioned[M]:
+        try:
+            entry = await self._kv.get(check_key(key))
+        except (KeyNotFoundError, KeyDeletedError):
+            raise NotFound(f"{self._what} {key} not found") from None
+        return self._decode(key, entry.value, entry.revision)
+
+    async def create(self, key: str, value: M) -> int:
+        """Write a new key; fails with AlreadyExists if it is present (a deleted key may be re-created)."""
+        try:
+            return await self._kv.create(check_key(key), value.SerializeToString())
+        except KeyWrongLastSequenceError:
+            raise AlreadyExists(f"{self._what} {key} already exists") from None
+
+    async def update(self, key: str, value: M, revision: int) -> int:
+        """Write only if the key is still at `revision`; otherwise Conflict."""
+        try:
+            return await self._kv.update(check_key(key), value.SerializeToString(), last=revision)
+        except KeyWrongLastSequenceError:
+            raise Conflict(f"{self._what} {key} changed concurrently (expected revision {revision})") from None
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        try:
+            await self._kv.delete(check_key(key), last=revision)
+        except KeyWrongLastSequenceError:
+            raise Conflict(f"{self._what} {key} changed concurrently (expected revision {revision})") from None
+
+    async def keys(self) -> list[str]:
+        try:
+            return sorted(await self._kv.keys())
+        except NoKeysError:
+            return []
+
+    async def mutate(self, key: str, change: Callable[[M], M | None], attempts: int = 8) -> Versioned[M]:
+        """Read-modify-write with CAS, re-reading on conflict. `change` must be pure: it may run
+        several times. Returning None leaves the value as it is."""
+        for _ in range(attempts):
+            current = await self.get(key)
+            draft = self._type()
+            draft.CopyFrom(current.value)
+            new = change(draft)
+            if new is None:
+                return current
+            try:
+                return Versioned(key, new, await self.update(key, new, current.revision))
+            except Conflict:
+                continue
+        raise Conflict(f"{self._what} {key} kept changing; gave up after {attempts} attempts")

@@ -1,0 +1,77 @@
+"""Service settings from `MLMESH_<SVC>_*` environment variables (pydantic-settings).
+
+`load_settings` turns a validation failure into one line naming the variable, so a typo in a
+deployment manifest fails fast with a readable message instead of a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal, TypeVar
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class SettingsError(Exception):
+    """A malformed or missing setting; the message is one line naming the variable."""
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares. Subclasses set `service_name` and `model_config.env_prefix`."""
+
+    service_name: ClassVar[str] = "service"
+    model_config = SettingsConfigDict(env_prefix="MLMESH_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    metrics_port: int = Field(default=0, ge=-1, le=65535, description="-1 disables, 0 picks a free port")
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_connect_timeout_s: float = Field(default=5.0, gt=0)
+    auth_public_key_file: Path | None = None
+    auth_jwks_url: str | None = None
+    auth_issuer: str = "mlmesh"
+    auth_audience: str = "mlmesh"
+    service_token_file: Path | None = None
+    log_level: LogLevel = "INFO"
+    log_json: bool = True
+    otlp_endpoint: str | None = None
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    ready_file: Path | None = Field(default=None, description="written with the bound ports once SERVING")
+
+    @model_validator(mode="after")
+    def _one_key_source(self):
+        if self.auth_public_key_file is None and not self.auth_jwks_url:
+            raise ValueError("set AUTH_PUBLIC_KEY_FILE or AUTH_JWKS_URL: every call is authenticated")
+        if self.auth_public_key_file is not None and self.auth_jwks_url:
+            raise ValueError("set only one of AUTH_PUBLIC_KEY_FILE and AUTH_JWKS_URL")
+        if self.auth_public_key_file is not None and not self.auth_public_key_file.is_file():
+            raise ValueError(f"AUTH_PUBLIC_KEY_FILE {self.auth_public_key_file} does not exist")
+        if not self.nats_url.startswith(("nats://", "tls://")):
+            raise ValueError("NATS_URL must start with nats:// or tls://")
+        return self
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides) -> S:
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc, cls.model_config.get("env_prefix", ""))) from None
+
+
+def describe_validation_error(exc: ValidationError, env_prefix: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        if loc:
+            parts.append(f"{env_prefix}{'_'.join(loc).upper()}: {msg}")
+        else:
+            parts.append(f"{msg} (prefix {env_prefix})")
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,73 @@
+"""OpenTelemetry tracing (OTLP), gRPC/FastAPI instrumentation and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+
+log = logging.getLogger("mlmesh.telemetry")
+
+
+def setup_tracing(service: str, otlp_endpoint: str | None) -> Callable[[], None]:
+    """Install a tracer provider; spans go to `otlp_endpoint` when set. Returns a flush-and-shutdown."""
+    provider = TracerProvider(resource=Resource.create({"service.name": f"mlmesh-{service}"}))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        insecure = otlp_endpoint.startswith("http://") or "127.0.0.1" in otlp_endpoint
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure)))
+    trace.set_tracer_provider(provider)
+
+    def shutdown() -> None:
+        provider.force_flush(timeout_millis=5000)
+        provider.shutdown()
+
+    return shutdown
+
+
+def grpc_server_tracing_interceptor() -> grpc.aio.ServerInterceptor:
+    """Opens a server span per RPC, continuing the caller's `traceparent`."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return aio_server_interceptor()
+
+
+def instrument_fastapi(app) -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,metrics")
+
+
+class RpcMetrics:
+    """Request count and latency per method and status code."""
+
+    def __init__(self, service: str, registry: CollectorRegistry = REGISTRY):
+        self.requests = Counter(
+            "mlmesh_rpc_requests_total", "RPCs handled", ["service", "method", "code"], registry=registry
+        )
+        self.latency = Histogram(
+            "mlmesh_rpc_duration_seconds",
+            "RPC handling time",
+            ["service", "method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.service = service
+
+    def observe(self, method: str, code: str, started: float) -> None:
+        self.requests.labels(self.service, method, code).inc()
+        self.latency.labels(self.service, method).observe(time.perf_counter() - started)
+
+
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry = REGISTRY):
+    """Serve Prometheus `/metrics` (unauthenticated by design). Returns (server, bound port)."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, server.server_address[1]

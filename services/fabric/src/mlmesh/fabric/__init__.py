@@ -1,0 +1,1 @@
+"""mlmesh fabric service."""

@@ -1,0 +1,1 @@
+"""mlmesh inference-gateway service."""

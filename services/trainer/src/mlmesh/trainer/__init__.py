@@ -1,0 +1,1 @@
+"""mlmesh trainer service."""
