@@ -62,7 +62,7 @@ STREAMS: tuple[StreamSpec, ...] = (
 
 def subject_token(value: str, field_name: str = "id") -> str:
     """Validate one id before it becomes a subject token: lowercase, `[a-z0-9_-]`."""
-    if not _TOKEN.match(value or ""):
+    if not _TOKEN.fullmatch(value or ""):  # fullmatch: `$` alone would let a trailing "\n" through
         raise InvalidArgument.field(field_name, "must be 1-128 characters of [a-z0-9_-]")
     return value
 

@@ -31,7 +31,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_=/.-]{1,512}$")
 
 
 def check_key(key: str) -> str:
-    if not _KEY.match(key or "") or key.startswith(".") or key.endswith(".") or ".." in key:
+    if not _KEY.fullmatch(key or "") or key.startswith(".") or key.endswith(".") or ".." in key:
         raise InvalidArgument.field("key", "must be 1-512 characters of [A-Za-z0-9_=/.-], dot-separated")
     return key
 

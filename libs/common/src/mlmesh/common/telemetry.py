@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 
 import grpc
@@ -14,6 +15,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 
 log = logging.getLogger("mlmesh.telemetry")
+
+_rpc_collectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def setup_tracing(service: str, otlp_endpoint: str | None) -> Callable[[], None]:
@@ -50,16 +53,20 @@ class RpcMetrics:
     """Request count and latency per method and status code."""
 
     def __init__(self, service: str, registry: CollectorRegistry = REGISTRY):
-        self.requests = Counter(
-            "mlmesh_rpc_requests_total", "RPCs handled", ["service", "method", "code"], registry=registry
-        )
-        self.latency = Histogram(
-            "mlmesh_rpc_duration_seconds",
-            "RPC handling time",
-            ["service", "method"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
+        # The collectors are registered once per registry: a second server in one process (tests, or
+        # a restart inside one interpreter) shares them instead of failing with DuplicatedTimeseries.
+        if registry not in _rpc_collectors:
+            _rpc_collectors[registry] = (
+                Counter("mlmesh_rpc_requests_total", "RPCs handled", ["service", "method", "code"], registry=registry),
+                Histogram(
+                    "mlmesh_rpc_duration_seconds",
+                    "RPC handling time",
+                    ["service", "method"],
+                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                    registry=registry,
+                ),
+            )
+        self.requests, self.latency = _rpc_collectors[registry]
         self.service = service
 
     def observe(self, method: str, code: str, started: float) -> None:

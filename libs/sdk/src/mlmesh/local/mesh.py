@@ -1,0 +1,242 @@
+"""The local mesh behind `mlmesh up|down|status`: real infrastructure plus the six services.
+
+Everything runs as separate, detached processes, so the mesh outlives the `mlmesh up` command.
+`<state dir>/endpoints.json` records every endpoint and pid; `down` and `status` work from it alone.
+Each service binds port 0 and reports what it bound through a ready file, so no port can be taken
+between choosing it and binding it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mlmesh.common.auth import PLATFORM_TEAM, ROLE_ADMIN, generate_signing_key, mint_service_token, mint_token
+from mlmesh.common.auth import write_secret as write_private
+from mlmesh.local.errors import InfraError
+from mlmesh.local.infra import COMPONENTS, LocalInfra
+from mlmesh.local.process import ManagedProcess, pid_running, stop_pid, wait_until
+from mlmesh.local.servers import SERVERS
+
+DEFAULT_STATE_DIR = ".mlmesh"
+ENDPOINTS_FILE = "endpoints.json"
+ADMIN_TOKEN_TTL_S = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # as in services/<name>
+    module: str  # python -m mlmesh.<module>
+
+    @property
+    def env_prefix(self) -> str:
+        return f"MLMESH_{self.module.upper()}_"
+
+
+SERVICES = (
+    ServiceSpec("scheduler", "scheduler"),
+    ServiceSpec("fabric", "fabric"),
+    ServiceSpec("storage", "storage"),
+    ServiceSpec("trainer", "trainer"),
+    ServiceSpec("inference-gateway", "gateway"),
+    ServiceSpec("telemetry", "telemetry"),
+)
+
+# Infrastructure processes rename themselves (valkey) or run under wrappers; this is what their
+# /proc cmdline still contains, so `down` never signals a pid that was reused by something else.
+_EXPECT_CMD = {"nats": "nats-server", "valkey": "valkey-server", "s3": "weed", "triton": "tritonserver"}
+
+Progress = Callable[[str], None]
+
+
+def state_dir(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("MLMESH_STATE_DIR") or DEFAULT_STATE_DIR).resolve()
+
+
+def read_endpoints(root: Path) -> dict | None:
+    path = root / ENDPOINTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InfraError(f"{path} is unreadable ({exc}); remove it after stopping the listed pids") from None
+
+
+def recorded_pids(endpoints: dict) -> list[int]:
+    pids = [ep.get("pid") for ep in endpoints.get("infra", {}).values()]
+    pids += [ep.get("pid") for ep in endpoints.get("services", {}).values()]
+    return [p for p in pids if isinstance(p, int)]
+
+
+def _auth_material(root: Path) -> dict[str, Path]:
+    """A fresh dev signing key, an admin token and one service token per service."""
+    auth = root / "auth"
+    private_pem, public_pem = generate_signing_key()
+    paths = {"signing_key": auth / "signing_key.pem", "public_key": auth / "public_key.pem"}
+    write_private(paths["signing_key"], private_pem)
+    write_private(paths["public_key"], public_pem)
+    paths["admin_token"] = auth / "admin.token"
+    admin = mint_token(private_pem, subject="admin", team=PLATFORM_TEAM, roles=[ROLE_ADMIN], ttl_s=ADMIN_TOKEN_TTL_S)
+    write_private(paths["admin_token"], admin)
+    for svc in SERVICES:
+        paths[f"token:{svc.name}"] = auth / f"{svc.name}.token"
+        write_private(paths[f"token:{svc.name}"], mint_service_token(private_pem, svc.name))
+    return paths
+
+
+def _service_env(svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path) -> dict:
+    p = svc.env_prefix
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
+    env.update(
+        {
+            f"{p}HOST": "127.0.0.1",
+            f"{p}GRPC_PORT": "0",
+            f"{p}METRICS_PORT": "0",
+            f"{p}NATS_URL": infra.nats.url,
+            f"{p}AUTH_PUBLIC_KEY_FILE": str(auth["public_key"]),
+            f"{p}SERVICE_TOKEN_FILE": str(auth[f"token:{svc.name}"]),
+            f"{p}READY_FILE": str(ready_file),
+            f"{p}LOG_LEVEL": os.environ.get("MLMESH_LOG_LEVEL", "INFO"),
+        }
+    )
+    return env
+
+
+def grpc_healthy(target: str, timeout: float = 2.0) -> bool:
+    try:
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    except grpc.RpcError:
+        return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _write_json(path: Path, data: dict) -> None:
+    # It names secrets (valkey password, S3 keys), so it is private to this user.
+    write_private(path, json.dumps(data, indent=2) + "\n")
+
+
+def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: None) -> dict:
+    """Start infra and services, wait until all are healthy, record endpoints. On any failure,
+    stop what was started and raise InfraError."""
+    existing = read_endpoints(root)
+    if existing and any(pid_running(p) for p in recorded_pids(existing)):
+        raise InfraError(f"a mesh is already running from {root}; run `mlmesh down` first")
+    root.mkdir(parents=True, exist_ok=True)
+    auth = _auth_material(root)
+    infra = LocalInfra(root, COMPONENTS, tie_to_parent=False)
+    procs: list[tuple[ServiceSpec, ManagedProcess, Path]] = []
+    try:
+        infra.start(timeout=timeout, on_progress=on_progress)
+        for svc in SERVICES:
+            ready = root / "run" / f"{svc.name}.ready.json"
+            ready.unlink(missing_ok=True)
+            proc = ManagedProcess(
+                svc.name,
+                [sys.executable, "-m", f"mlmesh.{svc.module}"],
+                log_path=root / "logs" / f"{svc.name}.log",
+                env=_service_env(svc, infra, auth, ready),
+                cwd=root,
+                tie_to_parent=False,
+            )
+            proc.start()
+            procs.append((svc, proc, ready))
+            on_progress(f"started {svc.name} (pid {proc.pid})")
+        services = {}
+        for svc, proc, ready in procs:  # they start concurrently; wait for each in turn
+            wait_until(ready.is_file, timeout=timeout, what=f"{svc.name} to start", proc=proc)
+            info = json.loads(ready.read_text())
+            target = f"127.0.0.1:{info['grpc_port']}"
+            wait_until(lambda t=target: grpc_healthy(t), timeout=timeout, what=f"{svc.name} health", proc=proc)
+            services[svc.name] = {
+                "grpc": target,
+                "metrics_url": f"http://127.0.0.1:{info['metrics_port']}/metrics",
+                "pid": proc.pid,
+                "log": str(proc.log_path),
+            }
+            on_progress(f"{svc.name} healthy on {target}")
+    except BaseException:
+        for _svc, proc, _ready in reversed(procs):
+            proc.stop(grace=10)
+        infra.stop()
+        raise
+    endpoints = {
+        "state_dir": str(root),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "infra": infra.endpoints(),
+        "services": services,
+        "auth": {k: str(v) for k, v in auth.items() if not k.startswith("token:")},
+    }
+    _write_json(root / ENDPOINTS_FILE, endpoints)
+    return endpoints
+
+
+def down(root: Path, *, on_progress: Progress = lambda _: None) -> bool:
+    """Stop services first (they drain into NATS), then infrastructure in reverse start order.
+    Returns whether anything was recorded as running."""
+    endpoints = read_endpoints(root)
+    if endpoints is None:
+        return False
+    for name, ep in reversed(list(endpoints.get("services", {}).items())):
+        if isinstance(ep.get("pid"), int) and stop_pid(ep["pid"], grace=15, expect_cmd="mlmesh"):
+            on_progress(f"stopped {name}")
+    for name, ep in reversed(list(endpoints.get("infra", {}).items())):
+        grace = getattr(SERVERS.get(name), "stop_grace", 10.0)
+        if isinstance(ep.get("pid"), int) and stop_pid(ep["pid"], grace=grace, expect_cmd=_EXPECT_CMD.get(name)):
+            on_progress(f"stopped {name}")
+    left = [p for p in recorded_pids(endpoints) if pid_running(p)]
+    if left:
+        raise InfraError(f"processes still running after down: {left}")
+    (root / ENDPOINTS_FILE).unlink(missing_ok=True)
+    return True
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    kind: str  # infra | service
+    name: str
+    endpoint: str
+    pid: int | None
+    healthy: bool
+    detail: str
+
+
+def status(root: Path) -> list[ComponentStatus]:
+    endpoints = read_endpoints(root)
+    if endpoints is None:
+        raise InfraError(f"no mesh recorded in {root}: run `mlmesh up` first")
+    rows = []
+    for name, ep in endpoints.get("infra", {}).items():
+        running = pid_running(ep.get("pid") or -1)
+        ok = running and _probe(name, ep)
+        shown = ep.get("url") or ep.get("endpoint_url") or ep.get("http_url") or ""
+        if name == "valkey":
+            shown = f"redis://127.0.0.1:{ep.get('port')}"  # the url embeds the password
+        rows.append(ComponentStatus("infra", name, shown, ep.get("pid"), ok, _detail(running, ok)))
+    for name, ep in endpoints.get("services", {}).items():
+        running = pid_running(ep.get("pid") or -1)
+        ok = running and grpc_healthy(ep["grpc"])
+        rows.append(ComponentStatus("service", name, ep["grpc"], ep.get("pid"), ok, _detail(running, ok)))
+    return rows
+
+
+def _probe(name: str, ep: dict) -> bool:
+    try:
+        return bool(SERVERS[name].probe(ep))
+    except (OSError, KeyError, InfraError):
+        return False
+
+
+def _detail(running: bool, ok: bool) -> str:
+    if not running:
+        return "process not running"
+    return "serving" if ok else "not answering its health check"

@@ -1,0 +1,91 @@
+"""`mlmesh up` / `status` / `down` as a user runs them: real servers, six service processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from mlmesh.common.auth import TokenVerifier
+from mlmesh.local.mesh import SERVICES, grpc_healthy, recorded_pids
+from mlmesh.local.process import pid_running
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+MLMESH = [sys.executable, "-m", "mlmesh.cli.main"]
+
+
+def _run(args: list[str], state_dir: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLMESH_STATE_DIR": str(state_dir)}
+    return subprocess.run([*MLMESH, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _reflected_services(target: str) -> set[str]:
+    with grpc.insecure_channel(target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        return {s.name for reply in replies for s in reply.list_services_response.service}
+
+
+@pytest.fixture
+def mesh_dir(tmp_path: Path):
+    state = tmp_path / "state"
+    yield state
+    # Whatever the test did, leave nothing running.
+    _run(["down"], state, timeout=120)
+
+
+def test_up_status_down_leaves_nothing_behind(mesh_dir: Path):
+    up = _run(["up", "--json"], mesh_dir)
+    assert up.returncode == 0, up.stderr
+    printed = json.loads(up.stdout)
+    assert "***" in json.dumps(printed["infra"]["s3"]), "secrets must be masked when printed"
+
+    endpoints = json.loads((mesh_dir / "endpoints.json").read_text())
+    assert (mesh_dir / "endpoints.json").stat().st_mode & 0o077 == 0, "endpoints.json names secrets"
+    assert set(endpoints["services"]) == {s.name for s in SERVICES}
+    assert set(endpoints["infra"]) == {"nats", "valkey", "s3", "triton"}
+    for name, ep in endpoints["services"].items():
+        assert grpc_healthy(ep["grpc"]), f"{name} is not SERVING"
+        assert "grpc.health.v1.Health" in _reflected_services(ep["grpc"])
+        assert (mesh_dir / "logs" / f"{name}.log").is_file()
+
+    # The admin token verifies against the public key the services were given.
+    verifier = TokenVerifier(public_key=Path(endpoints["auth"]["public_key"]).read_bytes())
+    admin = verifier.verify(Path(endpoints["auth"]["admin_token"]).read_text())
+    assert admin.is_admin
+
+    status = _run(["status", "--json"], mesh_dir)
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = json.loads(status.stdout)
+    assert len(rows) == 10 and all(r["healthy"] for r in rows)
+
+    again = _run(["up"], mesh_dir)
+    assert again.returncode == 1 and "already running" in again.stderr
+
+    pids = recorded_pids(endpoints)
+    down = _run(["down"], mesh_dir)
+    assert down.returncode == 0, down.stderr
+    assert not [p for p in pids if pid_running(p)], "mlmesh down left processes behind"
+    assert not (mesh_dir / "endpoints.json").exists()
+
+    after = _run(["status"], mesh_dir)
+    assert after.returncode == 1 and "mlmesh up" in after.stderr
+
+
+def test_status_fails_when_a_service_dies(mesh_dir: Path):
+    assert _run(["up", "--json"], mesh_dir).returncode == 0
+    endpoints = json.loads((mesh_dir / "endpoints.json").read_text())
+    victim = endpoints["services"]["scheduler"]["pid"]
+    os.kill(victim, 9)
+    status = _run(["status", "--json"], mesh_dir)
+    assert status.returncode == 1
+    bad = [r["name"] for r in json.loads(status.stdout) if not r["healthy"]]
+    assert bad == ["scheduler"]
+    assert "unhealthy: scheduler" in status.stderr
