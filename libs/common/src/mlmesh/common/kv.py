@@ -6,6 +6,8 @@ so two writers racing on one key cannot both win: the loser gets `Conflict` and 
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
+    BadRequestError,
     BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
@@ -92,7 +95,11 @@ class KvRepository(Generic[M]):
     async def delete(self, key: str, revision: int | None = None) -> None:
         try:
             await self._kv.delete(check_key(key), last=revision)
-        except KeyWrongLastSequenceError:
+        except BadRequestError as exc:
+            # nats-py maps a wrong last sequence to KeyWrongLastSequenceError on put/update only; a
+            # delete raises the bare BadRequestError (10071/10164: JSStreamWrongLastSequence*).
+            if not isinstance(exc, KeyWrongLastSequenceError) and exc.err_code not in (10071, 10164):
+                raise
             raise Conflict(f"{self._what} {key} changed concurrently (expected revision {revision})") from None
 
     async def keys(self) -> list[str]:
@@ -104,7 +111,7 @@ class KvRepository(Generic[M]):
     async def mutate(self, key: str, change: Callable[[M], M | None], attempts: int = 8) -> Versioned[M]:
         """Read-modify-write with CAS, re-reading on conflict. `change` must be pure: it may run
         several times. Returning None leaves the value as it is."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             current = await self.get(key)
             draft = self._type()
             draft.CopyFrom(current.value)
@@ -114,5 +121,7 @@ class KvRepository(Generic[M]):
             try:
                 return Versioned(key, new, await self.update(key, new, current.revision))
             except Conflict:
-                continue
+                # Back off with jitter: retrying at once, the writer that just lost tends to lose
+                # every round to a writer in a loop, and gives up while the other keeps winning.
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
         raise Conflict(f"{self._what} {key} kept changing; gave up after {attempts} attempts")
