@@ -39,7 +39,7 @@ def report(name: str, rows: list[dict], baseline: str) -> None:
     for r in rows:
         r["ratio_to_baseline"] = r["median_us"] / base
     print(f"\n{name} ({machine()})")
-    print(f"{'case':<44}{'n':>7}{'median µs':>12}{'p99 µs':>12}{'× baseline':>12}")
+    print(f"{'case':<44}{'n':>7}{'median µs':>12}{'p99 µs':>12}{'x baseline':>12}")
     for r in rows:
         print(f"{r['case']:<44}{r['n']:>7}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}{r['ratio_to_baseline']:>12.2f}")
     RESULTS.mkdir(exist_ok=True)

@@ -19,12 +19,12 @@ from pathlib import Path
 from google.protobuf import json_format
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import report, summarize  # noqa: E402
+from _common import report, summarize
 
-from mlmesh.api.events.v1 import events_pb2  # noqa: E402
-from mlmesh.common import events  # noqa: E402
-from mlmesh.common.kv import KvRepository, open_bucket  # noqa: E402
-from mlmesh.local.servers import NatsServer  # noqa: E402
+from mlmesh.api.events.v1 import events_pb2
+from mlmesh.common import events
+from mlmesh.common.kv import KvRepository, open_bucket
+from mlmesh.local.servers import NatsServer
 
 
 async def _timed(op, n: int) -> list[float]:

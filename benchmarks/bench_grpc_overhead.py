@@ -18,11 +18,11 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import report, summarize  # noqa: E402
+from _common import report, summarize
 
-from mlmesh.common.auth import TokenVerifier, generate_signing_key, mint_token  # noqa: E402
-from mlmesh.common.grpc_server import build_server  # noqa: E402
-from mlmesh.common.settings import ServiceSettings  # noqa: E402
+from mlmesh.common.auth import TokenVerifier, generate_signing_key, mint_token
+from mlmesh.common.grpc_server import build_server
+from mlmesh.common.settings import ServiceSettings
 
 METHOD = "/bench.Echo/Call"
 
@@ -31,9 +31,7 @@ def _handler() -> grpc.GenericRpcHandler:
     async def call(request: bytes, context) -> bytes:
         return request
 
-    return grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(call)}
-    )
+    return grpc.method_handlers_generic_handler("bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(call)})
 
 
 async def _measure(server: grpc.aio.Server, calls: int, metadata) -> list[float]:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import stat
 import time
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from mlmesh.common.auth import (
     Identity,
     TokenVerifier,
     generate_signing_key,
     mint_service_token,
+    mint_token,
     write_secret,
 )
 from mlmesh.common.errors import NotFound, PermissionDenied, Unauthenticated
@@ -49,9 +54,6 @@ def test_expiry_honours_the_leeway(signing_key):
 
 
 def test_roles_must_be_a_list_of_strings(verifier, signing_key):
-    import jwt
-    from cryptography.hazmat.primitives import serialization
-
     key = serialization.load_pem_private_key(signing_key.private_pem, password=None)
     now = int(time.time())
     claims = {"sub": "a", "team": "t", "iss": "mlmesh", "aud": "mlmesh", "exp": now + 60, "roles": "admin"}
@@ -93,7 +95,7 @@ def test_require_role():
 
 
 def test_generated_keys_differ_and_do_not_cross_verify(signing_key):
-    private, public = generate_signing_key()
+    _private, public = generate_signing_key()
     assert public != signing_key.public_pem
     other = TokenVerifier(public_key=public)
     with pytest.raises(Unauthenticated):
@@ -106,3 +108,33 @@ def test_write_secret_is_owner_only(tmp_path):
     assert path.read_text() == "tok"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert list(path.parent.iterdir()) == [path]
+
+
+def test_a_cached_token_still_expires(signing_key, monkeypatch):
+    verifier = TokenVerifier(public_key=signing_key.public_pem, leeway_s=5)
+    now = time.time()
+    token = signing_key.token(now=now, ttl_s=60)
+    assert verifier.verify(token).subject == "alice"
+    assert verifier.verify(token).subject == "alice"  # served from the cache
+    monkeypatch.setattr(time, "time", lambda: now + 60 + 6)  # past exp and the leeway
+    with pytest.raises(Unauthenticated, match="token expired"):
+        verifier.verify(token)
+
+
+def test_a_cached_token_does_not_vouch_for_a_tampered_copy(verifier, signing_key):
+    token = signing_key.token(team="team-a")
+    assert verifier.verify(token).team == "team-a"
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged = base64.urlsafe_b64encode(json.dumps({**claims, "team": "team-b"}).encode()).rstrip(b"=").decode()
+    with pytest.raises(Unauthenticated):
+        verifier.verify(f"{header}.{forged}.{signature}")
+    assert verifier.verify(token).team == "team-a"
+
+
+def test_a_rejected_token_is_not_remembered(verifier, signing_key):
+    other_private, _ = generate_signing_key()
+    bad = mint_token(other_private, subject="mallory", team="team-a")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            verifier.verify(bad)

@@ -1,6 +1,6 @@
 """The FastAPI glue: the same error mapping as gRPC, and the bearer-token dependency."""
 
-from __future__ import annotations
+from typing import Annotated
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -55,7 +55,7 @@ def client(signing_key):
         return {"name": item.name}
 
     @app.get("/me")
-    async def me(identity: Identity = Depends(require_identity)):
+    async def me(identity: Annotated[Identity, Depends(require_identity)]):
         ident = current_identity()
         return {"subject": identity.subject, "team": identity.team, "current": ident.subject}
 
