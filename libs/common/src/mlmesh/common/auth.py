@@ -7,6 +7,7 @@ signed with `alg=none` (or an HMAC token forged with the public key) never verif
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import time
@@ -20,7 +21,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mlmesh.common.errors import NotFound, PermissionDenied, Unauthenticated
+from mlmesh.common.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable
 
 ALGORITHMS = ("EdDSA", "RS256", "ES256")
 DEFAULT_ISSUER = "mlmesh"
@@ -134,6 +135,9 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
+        except jwt.PyJWKClientConnectionError:
+            # The key server is down: the caller may retry, and its token is not at fault.
+            raise Unavailable("cannot fetch the token signing keys (JWKS)") from None
         except jwt.PyJWTError as exc:
             # The reason names the check that failed, never the token itself.
             raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
@@ -145,13 +149,32 @@ class TokenVerifier:
             raise Unauthenticated("invalid token: roles must be a list of strings")
         return Identity(subject=str(claims["sub"]), team=team, roles=frozenset(roles)), float(claims["exp"])
 
+    @property
+    def fetches_keys(self) -> bool:
+        """Whether verifying an unseen token may do network I/O (a JWKS fetch)."""
+        return self._jwks is not None
+
+    def is_cached(self, token: str) -> bool:
+        return token in self._cache
+
+    async def verify_header_async(self, authorization: str | None) -> Identity:
+        """`verify_header` for async servers: a JWKS fetch runs in a thread, off the event loop."""
+        token = bearer_token(authorization)
+        if self.fetches_keys and not self.is_cached(token):
+            return await asyncio.to_thread(self.verify, token)
+        return self.verify(token)
+
     def verify_header(self, authorization: str | None) -> Identity:
-        if not authorization:
-            raise Unauthenticated("missing bearer token (authorization header)")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("authorization header must be 'Bearer <token>'")
-        return self.verify(token.strip())
+        return self.verify(bearer_token(authorization))
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("missing bearer token (authorization header)")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization header must be 'Bearer <token>'")
+    return token.strip()
 
 
 def _load_public_key(key: str | bytes):
@@ -184,6 +207,7 @@ def mint_token(
     issuer: str = DEFAULT_ISSUER,
     audience: str = DEFAULT_AUDIENCE,
     now: float | None = None,
+    key_id: str | None = None,
 ) -> str:
     issued = time.time() if now is None else now
     key = serialization.load_pem_private_key(private_key_pem, password=None)
@@ -197,7 +221,7 @@ def mint_token(
         "exp": int(issued + ttl_s),
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, key, algorithm="EdDSA")
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": key_id} if key_id else None)
 
 
 def mint_service_token(private_key_pem: bytes, service: str, ttl_s: float = 30 * 24 * 3600) -> str:

@@ -150,13 +150,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return wrap_handler(handler, handler_call_details.method, self._unary, self._stream)
 
-    def _authenticate(self, context):
+    async def _authenticate(self, context):
         metadata = dict(context.invocation_metadata() or ())
-        return self._verifier.verify_header(metadata.get("authorization"))
+        return await self._verifier.verify_header_async(metadata.get("authorization"))
 
     def _unary(self, fn, method):
         async def run(request, context):
-            token = set_current_identity(self._authenticate(context))
+            token = set_current_identity(await self._authenticate(context))
             try:
                 return await _call(fn, request, context)
             finally:
@@ -166,7 +166,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(self, fn, method):
         async def run(request, context):
-            token = set_current_identity(self._authenticate(context))
+            token = set_current_identity(await self._authenticate(context))
             try:
                 async for item in _iterate(fn, request, context):
                     yield item

@@ -188,6 +188,7 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
     await nc.drain()
     if metrics_server is not None:
         metrics_server.shutdown()
+        metrics_server.server_close()
     log.info("stopped", extra={"took_s": round(time.monotonic() - started, 3)})
     flush_tracing()
 

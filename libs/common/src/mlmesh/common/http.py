@@ -49,7 +49,7 @@ def bearer_auth(verifier: TokenVerifier):
     """A FastAPI dependency that authenticates the caller and exposes the identity to the handler."""
 
     async def require_identity(request: Request) -> Identity:
-        identity = verifier.verify_header(request.headers.get("authorization"))
+        identity = await verifier.verify_header_async(request.headers.get("authorization"))
         set_current_identity(identity)
         return identity
 

@@ -1,0 +1,541 @@
+"""The Kubernetes manifests (deploy/k8s) and service Dockerfiles agree with each other and with the code.
+
+The checks run on the files as written, not on a cluster: every service has a Deployment with gRPC
+probes on its port, a non-root hardened container, resource limits and `MLMESH_<MODULE>_*` settings
+that its settings class accepts; Services and PodDisruptionBudgets select their pods; the grace
+period outlasts the graceful stop; each image starts the right module as a non-root user.
+
+PyYAML is not a dependency of the dev environment, so the manifests are read with `_load_yaml_docs`,
+a loader for the block-style YAML subset they are written in (it fails loudly on anything else).
+Where PyYAML happens to be installed, a test checks that both loaders agree.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlmesh.common.settings import ServiceSettings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+BASE = K8S / "base"
+# Service directory -> module (`python -m mlmesh.<module>`, env prefix MLMESH_<MODULE>_).
+SERVICES = {
+    "scheduler": "scheduler",
+    "fabric": "fabric",
+    "storage": "storage",
+    "trainer": "trainer",
+    "inference-gateway": "gateway",
+    "telemetry": "telemetry",
+}
+AUTOSCALED = {"scheduler", "fabric", "storage", "inference-gateway"}
+GRPC_PORT = 50051
+METRICS_PORT = 9090
+
+
+# --- a loader for the YAML subset the manifests use --------------------------------------------------
+
+_KEY = re.compile(r"^([A-Za-z0-9_./-]+):(?:\s+(.*))?$")
+_INT = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
+_FLOAT = re.compile(r"^[-+]?[0-9]+\.[0-9]+$")
+
+
+def _strip_comment(line: str) -> str:
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def _scalar(text: str):
+    text = text.strip()
+    if text.startswith('"'):
+        assert text.endswith('"') and len(text) > 1, f"unterminated string: {text}"
+        return json.loads(text)
+    if text.startswith("'"):
+        assert text.endswith("'") and len(text) > 1, f"unterminated string: {text}"
+        return text[1:-1].replace("''", "'")
+    if text.startswith("["):
+        assert text.endswith("]"), f"unsupported flow sequence: {text}"
+        inner = text[1:-1].strip()
+        return [_scalar(part) for part in inner.split(",")] if inner else []
+    if text.startswith("{"):
+        assert text.endswith("}"), f"unsupported flow mapping: {text}"
+        inner = text[1:-1].strip()
+        out = {}
+        for part in inner.split(",") if inner else []:
+            key, _, value = part.partition(":")
+            out[key.strip()] = _scalar(value)
+        return out
+    assert not text.startswith(("&", "*", "!", "|", ">", "%", "@", "`")), f"unsupported YAML: {text}"
+    if text in ("null", "~"):
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    assert text.lower() not in ("yes", "no", "on", "off", "y", "n"), f"quote {text!r}: YAML 1.1 reads it as bool"
+    if _INT.match(text):
+        return int(text)
+    if _FLOAT.match(text):
+        return float(text)
+    return text
+
+
+class _BlockParser:
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.i = 0
+
+    def peek(self) -> tuple[int, str] | None:
+        while self.i < len(self.lines):
+            content = _strip_comment(self.lines[self.i])
+            if content.strip():
+                assert "\t" not in content[: len(content) - len(content.lstrip())], "tab indentation"
+                return len(content) - len(content.lstrip()), content.strip()
+            self.i += 1
+        return None
+
+    @staticmethod
+    def _is_item(content: str) -> bool:
+        return content == "-" or content.startswith("- ")
+
+    def document(self):
+        first = self.peek()
+        if first is None:
+            return None
+        node = self.node(first[0])
+        leftover = self.peek()
+        assert leftover is None, f"unexpected line {self.i + 1}: {self.lines[self.i]!r}"
+        return node
+
+    def node(self, indent: int):
+        _, content = self.peek()
+        if self._is_item(content):
+            return self.sequence(indent)
+        if _KEY.match(content):
+            return self.mapping(indent)
+        self.i += 1
+        return _scalar(content)
+
+    def sequence(self, indent: int) -> list:
+        out = []
+        while (nxt := self.peek()) and nxt[0] == indent and self._is_item(nxt[1]):
+            rest = nxt[1][1:].strip()
+            if not rest:
+                self.i += 1
+                below = self.peek()
+                assert below and below[0] > indent, f"empty sequence item at line {self.i}"
+                out.append(self.node(below[0]))
+            elif _KEY.match(rest):
+                # "- key: value" opens a mapping whose keys line up with "key".
+                self.lines[self.i] = " " * (indent + 2) + rest
+                out.append(self.mapping(indent + 2))
+            else:
+                self.i += 1
+                out.append(_scalar(rest))
+        # A sequence may sit at its parent key's indent ("key:\n- item"); the next key ends it.
+        self._check_dedent(indent + 1)
+        return out
+
+    def mapping(self, indent: int) -> dict:
+        out = {}
+        while (nxt := self.peek()) and nxt[0] == indent and not self._is_item(nxt[1]):
+            match = _KEY.match(nxt[1])
+            assert match, f"not a mapping entry at line {self.i + 1}: {nxt[1]!r}"
+            key, rest = match.group(1), (match.group(2) or "").strip()
+            assert key not in out, f"duplicate key {key!r} at line {self.i + 1}"
+            self.i += 1
+            if rest in ("|", "|-"):
+                out[key] = self.literal(indent, keep_newline=rest == "|")
+            elif rest:
+                out[key] = _scalar(rest)
+            else:
+                below = self.peek()
+                nested = below and (below[0] > indent or (below[0] == indent and self._is_item(below[1])))
+                out[key] = self.node(below[0]) if nested else None
+        self._check_dedent(indent)
+        return out
+
+    def literal(self, indent: int, keep_newline: bool) -> str:
+        body = []
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                break
+            body.append(line)
+            self.i += 1
+        while body and not body[-1].strip():
+            body.pop()
+        margin = min(len(line) - len(line.lstrip()) for line in body if line.strip())
+        text = "\n".join(line[margin:] for line in body)
+        return text + "\n" if keep_newline else text
+
+    def _check_dedent(self, indent: int) -> None:
+        nxt = self.peek()
+        assert nxt is None or nxt[0] < indent, f"bad indentation at line {self.i + 1}: {self.lines[self.i]!r}"
+
+
+def _load_yaml_docs(text: str) -> list:
+    docs, current = [], []
+    for line in text.splitlines():
+        if line.rstrip() == "---":
+            docs.append(current)
+            current = []
+        else:
+            current.append(line)
+    docs.append(current)
+    parsed = (_BlockParser(lines).document() for lines in docs)
+    return [doc for doc in parsed if doc is not None]
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _yaml_files() -> list[Path]:
+    return sorted(K8S.rglob("*.yaml"))
+
+
+def _objects(path: Path) -> list[dict]:
+    return _load_yaml_docs(path.read_text())
+
+
+def _base_objects() -> list[dict]:
+    kustomization = _objects(BASE / "kustomization.yaml")[0]
+    return [obj for res in kustomization["resources"] for obj in _objects(BASE / res)]
+
+
+def _find(objects: list[dict], kind: str, name: str) -> dict:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _container(deployment: dict, name: str) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    matching = [c for c in containers if c["name"] == name]
+    assert len(matching) == 1, f"Deployment {name} has no container named {name}"
+    return matching[0]
+
+
+def _env(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def _config_data() -> dict[str, str]:
+    return _find(_base_objects(), "ConfigMap", "mlmesh-config")["data"]
+
+
+def _settings_class(module: str) -> type[ServiceSettings]:
+    mod = importlib.import_module(f"mlmesh.{module}.settings")
+    classes = [
+        v
+        for v in vars(mod).values()
+        if isinstance(v, type) and issubclass(v, ServiceSettings) and v is not ServiceSettings
+    ]
+    assert len(classes) == 1, f"mlmesh.{module}.settings should define one ServiceSettings subclass"
+    return classes[0]
+
+
+def _dockerfile(service_dir: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuation lines joined."""
+    instructions, pending = [], ""
+    for raw in (REPO / "services" / service_dir / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        word, _, args = line.partition(" ")
+        instructions.append((word.upper(), args.strip()))
+    assert not pending, "Dockerfile ends inside a continuation line"
+    return instructions
+
+
+# --- the loader itself -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_subset_loader_reads_nested_blocks_and_literals():
+    text = (
+        "a:\n  b: 1  # comment\n  c:\n  - x\n  - k: 'v'\n    n: null\nd: |-\n  line 1\n    line 2\n"
+        '---\n# only a comment\n---\ne: [1, "two"]\nf: {}\n'
+    )
+    assert _load_yaml_docs(text) == [
+        {"a": {"b": 1, "c": ["x", {"k": "v", "n": None}]}, "d": "line 1\n  line 2"},
+        {"e": [1, "two"], "f": {}},
+    ]
+    with pytest.raises(AssertionError):
+        _load_yaml_docs("a: 1\n   b: 2\n")
+
+
+@pytest.mark.timeout(30)
+def test_subset_loader_agrees_with_pyyaml():
+    yaml = pytest.importorskip("yaml")
+    for path in _yaml_files():
+        expected = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        assert _load_yaml_docs(path.read_text()) == expected, path
+
+
+# --- kustomize structure -----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_every_manifest_is_a_named_object():
+    files = _yaml_files()
+    assert files, "no manifests under deploy/k8s"
+    for path in files:
+        docs = _objects(path)
+        assert docs, f"{path} is empty"
+        for doc in docs:
+            assert isinstance(doc, dict), path
+            assert doc.get("apiVersion") and doc.get("kind"), f"{path}: object without apiVersion/kind"
+            if doc["kind"] != "Kustomization":
+                assert doc["metadata"]["name"], f"{path}: {doc['kind']} without a name"
+
+
+@pytest.mark.timeout(30)
+def test_kustomization_resources_exist():
+    kustomizations = sorted(K8S.rglob("kustomization.yaml"))
+    assert {p.parent for p in kustomizations} >= {BASE, K8S / "overlays" / "dev", K8S / "overlays" / "prod"}
+    for path in kustomizations:
+        kustomization = _objects(path)[0]
+        assert kustomization["kind"] == "Kustomization"
+        assert kustomization["resources"], f"{path} lists no resources"
+        for res in kustomization["resources"]:
+            target = (path.parent / res).resolve()
+            assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{path}: {res} does not exist"
+        for patch in kustomization.get("patches", []):
+            assert "patch" in patch or (path.parent / patch["path"]).is_file(), f"{path}: patch {patch} missing"
+    # Nothing in the base is left out of it.
+    listed = set(_objects(BASE / "kustomization.yaml")[0]["resources"])
+    assert {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"} == listed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("overlay", ["base", "overlays/dev", "overlays/prod"])
+def test_kustomize_renders(overlay):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=25, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    objects = _load_yaml_docs(result.stdout)
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    assert set(deployments) == set(SERVICES)
+    assert all(o["metadata"].get("namespace") == "mlmesh" for o in objects if o["kind"] != "Namespace")
+    if overlay == "overlays/dev":
+        assert {d["spec"]["replicas"] for d in deployments.values()} == {1}
+    if overlay == "overlays/prod":
+        for name, dep in deployments.items():
+            image = _container(dep, name)["image"]
+            assert not image.endswith(":latest") and ":" in image.rsplit("/", 1)[-1], image
+
+
+# --- per-service manifests ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("service_dir", "module"), SERVICES.items())
+def test_service_deployment(service_dir, module):
+    objects = _objects(BASE / f"{service_dir}.yaml")
+    deployment = _find(objects, "Deployment", service_dir)
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment, service_dir)
+    assert deployment["spec"]["replicas"] == (1 if service_dir in ("trainer", "telemetry") else 2)
+
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == GRPC_PORT and ports["metrics"] == METRICS_PORT
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == GRPC_PORT, f"{service_dir}: {probe} is not a gRPC probe"
+
+    pod_sc, sc = pod["securityContext"], container["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] != 0
+    assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{service_dir}: no {kind}"
+
+    prefix = f"MLMESH_{module.upper()}_"
+    env = _env(container)
+    assert all(name.startswith(prefix) for name in env), f"{service_dir}: env outside {prefix}*: {sorted(env)}"
+    assert [src["prefix"] for src in container["envFrom"]] == [prefix]
+    assert [src["configMapRef"]["name"] for src in container["envFrom"]] == ["mlmesh-config"]
+    assert env[f"{prefix}HOST"] == "0.0.0.0"
+    assert int(env[f"{prefix}GRPC_PORT"]) == GRPC_PORT
+    assert int(env[f"{prefix}METRICS_PORT"]) == METRICS_PORT
+
+    # The pod outlives the whole graceful stop: preStop sleep, then SHUTDOWN_GRACE_S for in-flight RPCs.
+    grace_s = float(env[f"{prefix}SHUTDOWN_GRACE_S"])
+    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre_stop_s = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
+    assert pod["terminationGracePeriodSeconds"] > grace_s + pre_stop_s
+
+    # The service token is a file from a Secret volume.
+    token_file = Path(env[f"{prefix}SERVICE_TOKEN_FILE"])
+    secrets = {v["name"] for v in pod["volumes"] if "secret" in v}
+    mounts = [m for m in container["volumeMounts"] if m["name"] in secrets]
+    assert any(token_file.parent == Path(m["mountPath"]) for m in mounts), f"{token_file} is not on a Secret"
+
+    service = _find(objects, "Service", service_dir)
+    svc_ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert svc_ports["grpc"]["port"] == GRPC_PORT and svc_ports["metrics"]["port"] == METRICS_PORT
+    for p in svc_ports.values():
+        target = p.get("targetPort", p["port"])
+        assert target in ports or target in ports.values(), f"Service {service_dir}: targetPort {target} unknown"
+
+    hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    if service_dir in AUTOSCALED:
+        assert len(hpas) == 1 and hpas[0]["apiVersion"] == "autoscaling/v2"
+        assert hpas[0]["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": service_dir}
+        assert [m["resource"]["name"] for m in hpas[0]["spec"]["metrics"]] == ["cpu"]
+        assert hpas[0]["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpas[0]["spec"]["maxReplicas"]
+    else:
+        assert not hpas
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("service_dir", "module"), SERVICES.items())
+def test_service_env_is_accepted_by_its_settings(service_dir, module, monkeypatch):
+    """The manifest's env, config map included, builds the service's real settings class."""
+    settings_cls = _settings_class(module)
+    prefix = f"MLMESH_{module.upper()}_"
+    assert settings_cls.model_config["env_prefix"] == prefix
+    container = _container(_find(_objects(BASE / f"{service_dir}.yaml"), "Deployment", service_dir), service_dir)
+    env = {f"{prefix}{key}": value for key, value in _config_data().items()} | _env(container)
+    for name in env:
+        field = name.removeprefix(prefix).lower()
+        assert field in settings_cls.model_fields, f"{name} is not a {settings_cls.__name__} setting"
+    for name in [n for n in os.environ if n.startswith("MLMESH_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(settings_cls)
+    assert (settings.host, settings.grpc_port, settings.metrics_port) == ("0.0.0.0", GRPC_PORT, METRICS_PORT)
+    assert settings.nats_url == "nats://nats.mlmesh.svc:4222"
+    assert settings.auth_jwks_url and settings.auth_public_key_file is None
+
+
+@pytest.mark.timeout(30)
+def test_every_deployment_is_selected_by_its_service_and_pdb():
+    objects = _base_objects()
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == set(SERVICES)
+    for dep in deployments:
+        name = dep["metadata"]["name"]
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert _selects(dep["spec"]["selector"]["matchLabels"], labels), f"Deployment {name} misses its own pods"
+        services = [o for o in objects if o["kind"] == "Service" and _selects(o["spec"]["selector"], labels)]
+        assert [s["metadata"]["name"] for s in services] == [name]
+        pdbs = [
+            o
+            for o in objects
+            if o["kind"] == "PodDisruptionBudget" and _selects(o["spec"]["selector"]["matchLabels"], labels)
+        ]
+        assert [p["metadata"]["name"] for p in pdbs] == [name]
+
+
+@pytest.mark.timeout(30)
+def test_service_monitor_scrapes_every_service_metrics_port():
+    objects = _base_objects()
+    monitor = _find(objects, "ServiceMonitor", "mlmesh")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    for name in SERVICES:
+        service = _find(objects, "Service", name)
+        assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]), name
+        assert {p["name"]: p["port"] for p in service["spec"]["ports"]}["metrics"] == METRICS_PORT
+
+
+@pytest.mark.timeout(30)
+def test_network_policies():
+    policies = {o["metadata"]["name"]: o["spec"] for o in _base_objects() if o["kind"] == "NetworkPolicy"}
+    deny = [p for p in policies.values() if p["podSelector"] == {} and not p.get("ingress")]
+    assert deny and deny[0]["policyTypes"] == ["Ingress"], "no default-deny ingress policy"
+
+    def allowed(port: int) -> list[dict]:
+        return [
+            rule
+            for p in policies.values()
+            for rule in p.get("ingress", [])
+            if any(rp["port"] == port for rp in rule.get("ports", []))
+        ]
+
+    mesh = {"app.kubernetes.io/part-of": "mlmesh"}
+    assert any(peer.get("podSelector", {}).get("matchLabels") == mesh for r in allowed(GRPC_PORT) for peer in r["from"])
+    assert any(
+        peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "monitoring"}
+        for r in allowed(METRICS_PORT)
+        for peer in r["from"]
+    )
+    assert any("from" not in r for r in allowed(8000)), "gateway HTTP is not open to all sources"
+
+
+# --- Dockerfiles -------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("service_dir", "module"), SERVICES.items())
+def test_dockerfile(service_dir, module):
+    instructions = _dockerfile(service_dir)
+    entrypoints = [json.loads(args) for word, args in instructions if word == "ENTRYPOINT"]
+    assert len(entrypoints) == 1
+    python, flag, target = entrypoints[0]
+    assert (python, flag) == ("python", "-m")
+    assert target == f"mlmesh.{module}"
+    assert (REPO / "services" / service_dir / "src" / "mlmesh" / module / "__main__.py").is_file()
+
+    # The final stage runs as a numeric non-root user (Kubernetes' runAsNonRoot checks the number).
+    final_stage = instructions[max(i for i, (word, _) in enumerate(instructions) if word == "FROM") :]
+    users = [args for word, args in final_stage if word == "USER"]
+    assert users, f"{service_dir}: the image runs as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) == 10001
+
+    env = " ".join(args for word, args in final_stage if word == "ENV")
+    prefix = f"MLMESH_{module.upper()}_"
+    for setting in (f"{prefix}HOST=0.0.0.0", f"{prefix}GRPC_PORT={GRPC_PORT}", f"{prefix}METRICS_PORT={METRICS_PORT}"):
+        assert setting in env.split(), f"{service_dir}: ENV lacks {setting}"
+    exposed = {p for word, args in final_stage if word == "EXPOSE" for p in args.split()}
+    assert {str(GRPC_PORT), str(METRICS_PORT)} <= exposed
+
+    # Built from the repository root: what it copies exists and is not excluded from the context.
+    ignored = [
+        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in ("", "#")
+    ]
+    copies = [args.split()[0] for word, args in instructions if word == "COPY" and not args.startswith("--")]
+    assert copies == ["libs/common", f"services/{service_dir}"]
+    for src in copies:
+        assert (REPO / src).is_dir()
+        assert not any(fnmatch.fnmatch(src, pat) or fnmatch.fnmatch(src + "/src", pat) for pat in ignored), src
+
+
+@pytest.mark.timeout(30)
+def test_dockerignore_keeps_local_state_out():
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", ".tools", ".mlmesh"} <= ignored
