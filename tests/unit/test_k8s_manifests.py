@@ -4,10 +4,6 @@ The checks run on the files as written, not on a cluster: every service has a De
 probes on its port, a non-root hardened container, resource limits and `MLMESH_<MODULE>_*` settings
 that its settings class accepts; Services and PodDisruptionBudgets select their pods; the grace
 period outlasts the graceful stop; each image starts the right module as a non-root user.
-
-PyYAML is not a dependency of the dev environment, so the manifests are read with `_load_yaml_docs`,
-a loader for the block-style YAML subset they are written in (it fails loudly on anything else).
-Where PyYAML happens to be installed, a test checks that both loaders agree.
 """
 
 from __future__ import annotations
@@ -16,12 +12,12 @@ import fnmatch
 import importlib
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlmesh.common.settings import ServiceSettings, load_settings
 
@@ -42,171 +38,15 @@ GRPC_PORT = 50051
 METRICS_PORT = 9090
 
 
-# --- a loader for the YAML subset the manifests use --------------------------------------------------
-
-_KEY = re.compile(r"^([A-Za-z0-9_./-]+):(?:\s+(.*))?$")
-_INT = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
-_FLOAT = re.compile(r"^[-+]?[0-9]+\.[0-9]+$")
-
-
-def _strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i].rstrip()
-    return line.rstrip()
-
-
-def _scalar(text: str):
-    text = text.strip()
-    if text.startswith('"'):
-        assert text.endswith('"') and len(text) > 1, f"unterminated string: {text}"
-        return json.loads(text)
-    if text.startswith("'"):
-        assert text.endswith("'") and len(text) > 1, f"unterminated string: {text}"
-        return text[1:-1].replace("''", "'")
-    if text.startswith("["):
-        assert text.endswith("]"), f"unsupported flow sequence: {text}"
-        inner = text[1:-1].strip()
-        return [_scalar(part) for part in inner.split(",")] if inner else []
-    if text.startswith("{"):
-        assert text.endswith("}"), f"unsupported flow mapping: {text}"
-        inner = text[1:-1].strip()
-        out = {}
-        for part in inner.split(",") if inner else []:
-            key, _, value = part.partition(":")
-            out[key.strip()] = _scalar(value)
-        return out
-    assert not text.startswith(("&", "*", "!", "|", ">", "%", "@", "`")), f"unsupported YAML: {text}"
-    if text in ("null", "~"):
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    assert text.lower() not in ("yes", "no", "on", "off", "y", "n"), f"quote {text!r}: YAML 1.1 reads it as bool"
-    if _INT.match(text):
-        return int(text)
-    if _FLOAT.match(text):
-        return float(text)
-    return text
-
-
-class _BlockParser:
-    def __init__(self, lines: list[str]):
-        self.lines = lines
-        self.i = 0
-
-    def peek(self) -> tuple[int, str] | None:
-        while self.i < len(self.lines):
-            content = _strip_comment(self.lines[self.i])
-            if content.strip():
-                assert "\t" not in content[: len(content) - len(content.lstrip())], "tab indentation"
-                return len(content) - len(content.lstrip()), content.strip()
-            self.i += 1
-        return None
-
-    @staticmethod
-    def _is_item(content: str) -> bool:
-        return content == "-" or content.startswith("- ")
-
-    def document(self):
-        first = self.peek()
-        if first is None:
-            return None
-        node = self.node(first[0])
-        leftover = self.peek()
-        assert leftover is None, f"unexpected line {self.i + 1}: {self.lines[self.i]!r}"
-        return node
-
-    def node(self, indent: int):
-        _, content = self.peek()
-        if self._is_item(content):
-            return self.sequence(indent)
-        if _KEY.match(content):
-            return self.mapping(indent)
-        self.i += 1
-        return _scalar(content)
-
-    def sequence(self, indent: int) -> list:
-        out = []
-        while (nxt := self.peek()) and nxt[0] == indent and self._is_item(nxt[1]):
-            rest = nxt[1][1:].strip()
-            if not rest:
-                self.i += 1
-                below = self.peek()
-                assert below and below[0] > indent, f"empty sequence item at line {self.i}"
-                out.append(self.node(below[0]))
-            elif _KEY.match(rest):
-                # "- key: value" opens a mapping whose keys line up with "key".
-                self.lines[self.i] = " " * (indent + 2) + rest
-                out.append(self.mapping(indent + 2))
-            else:
-                self.i += 1
-                out.append(_scalar(rest))
-        # A sequence may sit at its parent key's indent ("key:\n- item"); the next key ends it.
-        self._check_dedent(indent + 1)
-        return out
-
-    def mapping(self, indent: int) -> dict:
-        out = {}
-        while (nxt := self.peek()) and nxt[0] == indent and not self._is_item(nxt[1]):
-            match = _KEY.match(nxt[1])
-            assert match, f"not a mapping entry at line {self.i + 1}: {nxt[1]!r}"
-            key, rest = match.group(1), (match.group(2) or "").strip()
-            assert key not in out, f"duplicate key {key!r} at line {self.i + 1}"
-            self.i += 1
-            if rest in ("|", "|-"):
-                out[key] = self.literal(indent, keep_newline=rest == "|")
-            elif rest:
-                out[key] = _scalar(rest)
-            else:
-                below = self.peek()
-                nested = below and (below[0] > indent or (below[0] == indent and self._is_item(below[1])))
-                out[key] = self.node(below[0]) if nested else None
-        self._check_dedent(indent)
-        return out
-
-    def literal(self, indent: int, keep_newline: bool) -> str:
-        body = []
-        while self.i < len(self.lines):
-            line = self.lines[self.i]
-            if line.strip() and len(line) - len(line.lstrip()) <= indent:
-                break
-            body.append(line)
-            self.i += 1
-        while body and not body[-1].strip():
-            body.pop()
-        margin = min(len(line) - len(line.lstrip()) for line in body if line.strip())
-        text = "\n".join(line[margin:] for line in body)
-        return text + "\n" if keep_newline else text
-
-    def _check_dedent(self, indent: int) -> None:
-        nxt = self.peek()
-        assert nxt is None or nxt[0] < indent, f"bad indentation at line {self.i + 1}: {self.lines[self.i]!r}"
-
-
-def _load_yaml_docs(text: str) -> list:
-    docs, current = [], []
-    for line in text.splitlines():
-        if line.rstrip() == "---":
-            docs.append(current)
-            current = []
-        else:
-            current.append(line)
-    docs.append(current)
-    parsed = (_BlockParser(lines).document() for lines in docs)
-    return [doc for doc in parsed if doc is not None]
-
-
 # --- helpers -----------------------------------------------------------------------------------------
 
 
 def _yaml_files() -> list[Path]:
     return sorted(K8S.rglob("*.yaml"))
+
+
+def _load_yaml_docs(text: str) -> list:
+    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
 
 
 def _objects(path: Path) -> list[dict]:
@@ -270,31 +110,6 @@ def _dockerfile(service_dir: str) -> list[tuple[str, str]]:
         instructions.append((word.upper(), args.strip()))
     assert not pending, "Dockerfile ends inside a continuation line"
     return instructions
-
-
-# --- the loader itself -------------------------------------------------------------------------------
-
-
-@pytest.mark.timeout(30)
-def test_subset_loader_reads_nested_blocks_and_literals():
-    text = (
-        "a:\n  b: 1  # comment\n  c:\n  - x\n  - k: 'v'\n    n: null\nd: |-\n  line 1\n    line 2\n"
-        '---\n# only a comment\n---\ne: [1, "two"]\nf: {}\n'
-    )
-    assert _load_yaml_docs(text) == [
-        {"a": {"b": 1, "c": ["x", {"k": "v", "n": None}]}, "d": "line 1\n  line 2"},
-        {"e": [1, "two"], "f": {}},
-    ]
-    with pytest.raises(AssertionError):
-        _load_yaml_docs("a: 1\n   b: 2\n")
-
-
-@pytest.mark.timeout(30)
-def test_subset_loader_agrees_with_pyyaml():
-    yaml = pytest.importorskip("yaml")
-    for path in _yaml_files():
-        expected = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-        assert _load_yaml_docs(path.read_text()) == expected, path
 
 
 # --- kustomize structure -----------------------------------------------------------------------------
