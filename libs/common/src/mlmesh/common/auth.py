@@ -28,6 +28,7 @@ DEFAULT_ISSUER = "mlmesh"
 DEFAULT_AUDIENCE = "mlmesh"
 ROLE_ADMIN = "admin"
 ROLE_SERVICE = "service"
+ROLE_DEVELOPER = "developer"  # may submit and cancel work for its team
 PLATFORM_TEAM = "platform"
 
 
@@ -46,8 +47,11 @@ class Identity:
         return ROLE_SERVICE in self.roles
 
     def require_role(self, role: str) -> None:
-        if role not in self.roles and not self.is_admin:
-            raise PermissionDenied(f"role {role!r} required")
+        """Admins hold every role and services every role but admin; a missing role is
+        PERMISSION_DENIED."""
+        if role in self.roles or self.is_admin or (self.is_service and role != ROLE_ADMIN):
+            return
+        raise PermissionDenied(f"role {role!r} required")
 
     def can_access(self, team: str) -> bool:
         """Services and admins act for any team; everyone else only for their own."""

@@ -7,9 +7,10 @@ so two writers racing on one key cannot both win: the loser gets `Conflict` and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -107,6 +108,22 @@ class KvRepository(Generic[M]):
             return sorted(await self._kv.keys())
         except NoKeysError:
             return []
+
+    async def watch(self) -> AsyncIterator[tuple[str, Versioned[M] | None] | None]:
+        """Every current key as (key, value), then None once caught up, then each change as it
+        happens; a deleted key comes as (key, None). This is how a replica rebuilds its view."""
+        watcher = await self._kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    yield None
+                elif entry.operation in ("DEL", "PURGE"):
+                    yield entry.key, None
+                else:
+                    yield entry.key, self._decode(entry.key, entry.value, entry.revision)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
 
     async def mutate(self, key: str, change: Callable[[M], M | None], attempts: int = 8) -> Versioned[M]:
         """Read-modify-write with CAS, re-reading on conflict. `change` must be pure: it may run
