@@ -23,7 +23,6 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
 )
 from nats.js.kv import KeyValue
 
@@ -104,23 +103,43 @@ class KvRepository(Generic[M]):
             raise Conflict(f"{self._what} {key} changed concurrently (expected revision {revision})") from None
 
     async def keys(self) -> list[str]:
-        try:
-            return sorted(await self._kv.keys())
-        except NoKeysError:
-            return []
+        """Every live key. Built on `watch`, not nats-py's `keys()`, which can return early (see
+        `watch`) and report an empty bucket that is not."""
+        out: set[str] = set()
+        async for change in self.watch():
+            if change is None:
+                break
+            key, value = change
+            if value is None:
+                out.discard(key)
+            else:
+                out.add(key)
+        return sorted(out)
 
     async def watch(self) -> AsyncIterator[tuple[str, Versioned[M] | None] | None]:
         """Every current key as (key, value), then None once caught up, then each change as it
-        happens; a deleted key comes as (key, None). This is how a replica rebuilds its view."""
+        happens; a deleted key comes as (key, None). This is how a replica rebuilds its view.
+
+        nats-py's own "caught up" marker comes from a consumer-info check that races with the
+        initial delivery: under load it can arrive before the backlog is processed. Trusting it
+        would let a restarted scheduler act on a partial view, so the marker is taken from the
+        last backlog entry (no messages pending after it), or only for a bucket that is empty."""
         watcher = await self._kv.watchall()
+        caught_up = False
         try:
             async for entry in watcher:
                 if entry is None:
-                    yield None
-                elif entry.operation in ("DEL", "PURGE"):
+                    if not caught_up and (await self._kv.status()).values == 0:
+                        caught_up = True
+                        yield None
+                    continue
+                if entry.operation in ("DEL", "PURGE"):
                     yield entry.key, None
                 else:
                     yield entry.key, self._decode(entry.key, entry.value, entry.revision)
+                if not caught_up and entry.delta == 0:
+                    caught_up = True
+                    yield None
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()

@@ -1,4 +1,4 @@
-"""The `mlmesh` command line: local mesh lifecycle now; jobs, models and nodes as services land."""
+"""The `mlmesh` command line: the local mesh here; jobs and queues in their own modules."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mlmesh.cli import jobs, queues
 from mlmesh.cli.output import CliError, console, print_error, print_json, print_table
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.settings import SettingsError
@@ -80,6 +81,9 @@ def status(state_dir: StateDirOpt = None, json_output: JsonOpt = False) -> None:
     if bad:
         raise CliError(f"unhealthy: {', '.join(bad)}", hint="see the logs in <state dir>/logs", exit_code=1)
 
+
+jobs.register(app)
+queues.register(app)
 
 _SECRET_KEYS = {"password", "secret_key", "access_key"}
 

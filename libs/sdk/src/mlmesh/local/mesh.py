@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -93,7 +94,7 @@ def _auth_material(root: Path) -> dict[str, Path]:
     return paths
 
 
-def _service_env(svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path) -> dict:
+def _service_env(svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path, inventory: Path) -> dict:
     p = svc.env_prefix
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
     env.update(
@@ -108,7 +109,26 @@ def _service_env(svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], rea
             f"{p}LOG_LEVEL": os.environ.get("MLMESH_LOG_LEVEL", "INFO"),
         }
     )
+    if svc.module == "scheduler":
+        env[f"{p}INVENTORY_FILE"] = str(inventory)
     return env
+
+
+def write_local_inventory(root: Path) -> Path:
+    """Until node agents (fabric) register real nodes, the local mesh schedules onto this host as
+    one CPU-only node: its cores and memory, as fabric.v1.Node proto3 JSON."""
+    pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    memory = pages * os.sysconf("SC_PAGE_SIZE") if pages else 8 << 30
+    node = {
+        "id": "local",
+        "hostname": socket.gethostname(),
+        "state": "NODE_STATE_READY",
+        "capacity": {"cpuMillis": str((os.cpu_count() or 1) * 1000), "memoryBytes": str(memory)},
+        "labels": {"pool": "NODE_POOL_ONPREM", "zone": "local"},
+    }
+    path = root / "inventory.json"
+    path.write_text(json.dumps([node], indent=2))
+    return path
 
 
 def grpc_healthy(target: str, timeout: float = 2.0) -> bool:
@@ -133,6 +153,7 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
         raise InfraError(f"a mesh is already running from {root}; run `mlmesh down` first")
     root.mkdir(parents=True, exist_ok=True)
     auth = _auth_material(root)
+    inventory = write_local_inventory(root)
     infra = LocalInfra(root, COMPONENTS, tie_to_parent=False)
     procs: list[tuple[ServiceSpec, ManagedProcess, Path]] = []
     try:
@@ -144,7 +165,7 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
                 svc.name,
                 [sys.executable, "-m", f"mlmesh.{svc.module}"],
                 log_path=root / "logs" / f"{svc.name}.log",
-                env=_service_env(svc, infra, auth, ready),
+                env=_service_env(svc, infra, auth, ready, inventory),
                 cwd=root,
                 tie_to_parent=False,
             )

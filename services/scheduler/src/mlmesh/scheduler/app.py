@@ -1,24 +1,99 @@
-"""Wiring of the scheduler service: what it registers on the shared gRPC server bootstrap.
+"""Wiring of the scheduler: KV store and indexes, inventory, trainer client, controller, API."""
 
-The service API itself (Scheduler's RPCs) is built in its own issue; until then the process serves
-gRPC health and reflection, and holds its NATS connection and state buckets.
-"""
+from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from collections.abc import Iterable
 
+from mlmesh.api.events.v1 import events_pb2
+from mlmesh.api.fabric.v1 import node_pb2
+from mlmesh.api.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
+from mlmesh.common.errors import AlreadyExists
+from mlmesh.common.events import Consumer
 from mlmesh.common.grpc_server import Runtime
-from mlmesh.common.kv import open_bucket
+from mlmesh.common.kv import KvRepository
+from mlmesh.scheduler.adapters.inventory import NODES_BUCKET, FileInventory, KvInventory
+from mlmesh.scheduler.adapters.kv_index import KvIndex
+from mlmesh.scheduler.adapters.store import Lease, SchedulerStore
+from mlmesh.scheduler.adapters.trainer_client import TrainerClient
+from mlmesh.scheduler.controller import Controller
+from mlmesh.scheduler.job_factory import DEFAULT_PRIORITY_CLASSES
+from mlmesh.scheduler.servicer import SchedulerServicer
+from mlmesh.scheduler.settings import SchedulerSettings
 
-KV_BUCKETS = (
-    "jobs",
-    "queues",
-    "priority_classes",
-)
+SERVICE_NAME = scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
+
+
+def _set_meta_revision(msg, revision: int) -> None:
+    msg.meta.revision = revision
+
+
+def _set_revision(msg, revision: int) -> None:
+    msg.revision = revision
+
+
+async def ensure_default_priority_classes(store: SchedulerStore) -> None:
+    """training > inference > preprocessing on a fresh cluster; admins change them afterwards."""
+    if await store.priority_classes.keys():
+        return
+    for pc in DEFAULT_PRIORITY_CLASSES:
+        with contextlib.suppress(AlreadyExists):  # another replica got there first
+            await store.priority_classes.create(pc.name, pc)
 
 
 async def register(runtime: Runtime) -> Iterable[str]:
-    # Durable state lives in JetStream KV; open (and on first start create) the buckets now, so a
-    # broken NATS fails the start rather than the first request.
-    for bucket in KV_BUCKETS:
-        await open_bucket(runtime.js, bucket)
-    return []
+    settings: SchedulerSettings = runtime.settings  # type: ignore[assignment]
+    store = await SchedulerStore.open(runtime.js)
+    await ensure_default_priority_classes(store)
+    jobs = KvIndex(store.jobs, _set_meta_revision)
+    queues = KvIndex(store.queues, _set_meta_revision)
+    classes = KvIndex(store.priority_classes, _set_revision)
+    for index in (jobs, queues, classes):
+        await index.start()
+        runtime.on_shutdown.append(index.stop)
+    if settings.inventory_file:
+        inventory = FileInventory(settings.inventory_file)
+    else:
+        inventory = KvInventory(await KvRepository.open(runtime.js, NODES_BUCKET, node_pb2.Node, "node"))
+    trainer = None
+    if settings.trainer_address:
+        token = settings.service_token_file.read_text().strip() if settings.service_token_file else ""
+        trainer = TrainerClient(settings.trainer_address, token)
+        runtime.on_shutdown.append(trainer.close)
+    lease = Lease(
+        store.lease, holder=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}", ttl_s=settings.lease_ttl_s
+    )
+    controller = Controller(
+        store=store,
+        jobs=jobs,
+        queues=queues,
+        priority_classes=classes,
+        inventory=inventory,
+        lease=lease,
+        publisher=runtime.publisher,
+        trainer=trainer,
+        interval_s=settings.cycle_interval_s,
+        max_admissions=settings.max_admissions_per_cycle,
+    )
+
+    def run_events() -> Consumer:
+        # Only the lease holder consumes the trainer's run events: the controller starts this on
+        # gaining the lease and stops it on losing it.
+        return Consumer(
+            runtime.js,
+            stream="MLMESH_JOBS",
+            durable="scheduler-run-events",
+            filter_subject="mlmesh.jobs.*.*.run",
+            message_type=events_pb2.RunStateChanged,
+            handler=controller.on_run_event,
+            max_deliver=-1,
+        )
+
+    controller.run_events_factory = run_events
+    await controller.start()
+    runtime.on_shutdown.append(controller.stop)  # hooks run in reverse: the lease is released first
+    servicer = SchedulerServicer(controller, trainer)
+    scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, runtime.server)
+    return [SERVICE_NAME]

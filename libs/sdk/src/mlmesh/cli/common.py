@@ -1,0 +1,73 @@
+"""Options and formatting shared by the service commands (jobs, queues, ...)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from mlmesh.cli.output import print_json
+from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, scheduler_client
+
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint", help="host:port of the service [env MLMESH_<SERVICE>_ADDR; default from `mlmesh up`]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print proto3 JSON for scripts instead of a table.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Deadline of each call, in seconds.", min=0.1)]
+
+
+def scheduler(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
+    client = scheduler_client(endpoint)
+    client.default_timeout = timeout
+    return client
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def print_message(message: Message) -> None:
+    print_json(to_dict(message))
+
+
+def enum_short(enum_type, value: int, prefix: str) -> str:
+    try:
+        return enum_type.Name(value).removeprefix(prefix)
+    except ValueError:
+        return str(value)
+
+
+def age(ts, now: float | None = None) -> str:
+    """`5s`, `3m`, `2h`, `4d` since a protobuf Timestamp; empty when unset."""
+    if not ts.seconds and not ts.nanos:
+        return ""
+    secs = max(0, int((now if now is not None else time.time()) - ts.seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def fmt_cpu(millis: int) -> str:
+    if millis >= UNLIMITED_CPU_MILLIS:
+        return "unlimited"
+    return f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
+
+
+def fmt_bytes(n: int) -> str:
+    if n >= UNLIMITED_MEMORY_BYTES:
+        return "unlimited"
+    for unit, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:g}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    return str(n)
+
+
+# Queue quotas that leave CPU or memory unspecified do not limit them: stored as these.
+UNLIMITED_CPU_MILLIS = 10**12
+UNLIMITED_MEMORY_BYTES = 1 << 60

@@ -1,0 +1,50 @@
+"""Where the scheduler learns the cluster's nodes, behind one small interface.
+
+`KvInventory` reads the fabric's `nodes` KV bucket (fabric.v1.Node records), which is how it works
+once the fabric service lands. `FileInventory` reads the same records from a JSON file, for a
+fixed cluster or a local mesh without node agents.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+from google.protobuf import json_format
+
+from mlmesh.api.fabric.v1 import node_pb2
+from mlmesh.common.kv import KvRepository
+from mlmesh.scheduler.convert import node_from_pb
+from mlmesh.scheduler.domain.model import Node
+
+NODES_BUCKET = "nodes"
+
+
+class InventorySource(Protocol):
+    async def nodes(self) -> list[Node]:
+        """Every known node with `free` = its full capacity; the caller subtracts what jobs hold."""
+        ...
+
+
+class KvInventory:
+    def __init__(self, repo: KvRepository[node_pb2.Node]):
+        self._repo = repo
+
+    async def nodes(self) -> list[Node]:
+        out = []
+        for key in await self._repo.keys():
+            try:
+                out.append(node_from_pb((await self._repo.get(key)).value))
+            except Exception:  # a node deleted between keys() and get()
+                continue
+        return out
+
+
+class FileInventory:
+    def __init__(self, path: Path):
+        self._path = path
+
+    async def nodes(self) -> list[Node]:
+        records = json.loads(self._path.read_text())
+        return [node_from_pb(json_format.ParseDict(r, node_pb2.Node())) for r in records]

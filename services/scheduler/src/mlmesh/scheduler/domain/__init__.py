@@ -1,0 +1,1 @@
+"""Scheduling policy as pure functions over plain data (no I/O)."""

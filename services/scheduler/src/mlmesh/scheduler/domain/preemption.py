@@ -1,0 +1,160 @@
+"""Choosing preemption victims: a minimal set, cheapest first, found by what-if release and place.
+
+Who may be a victim of pending job P:
+- a job of strictly lower priority ("HigherPriority");
+- a job of another queue admitted on borrowed quota (`borrowing`), whose queue still holds more than
+  its nominal quota, when P's own queue stays within nominal after admitting P ("ReclaimQuota");
+  only here may the victim's priority be equal or higher.
+Never: jobs already stopping (`preempting`), jobs chosen earlier this cycle, jobs preempted
+`max_preemptions_per_job` times already. Together these rules rule out preemption loops.
+
+How: release candidates one by one (lowest priority, then latest admitted, first) until P fits; then
+take each chosen victim back, most valuable first, and keep it running if P still fits (so no victim
+is superfluous). The inventory is restored before returning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlmesh.scheduler.domain.inventory import Inventory
+from mlmesh.scheduler.domain.model import ZERO, GangRequest, PendingJob, Placement, QueueState, Res, RunningJob
+from mlmesh.scheduler.domain.placement import eligibility, find_placement
+from mlmesh.scheduler.domain.quota import QuotaBook
+
+MAX_CANDIDATES = 128  # victims released per attempt; bounds the work one preemptor can cause
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptionPlan:
+    victims: tuple[tuple[RunningJob, str], ...]  # (victim, reason)
+    target: Placement  # where the preemptor fits once the victims are gone
+
+
+class VictimFinder:
+    """Per-cycle preemption state over the running jobs."""
+
+    def __init__(
+        self,
+        inv: Inventory,
+        queues: dict[str, QueueState],
+        running: list[RunningJob],
+        preempting: frozenset[str],
+        max_preemptions_per_job: int,
+    ) -> None:
+        self.inv = inv
+        self.queues = queues
+        self.taken: dict[str, None] = {}  # victims chosen this cycle
+        self._reclaimed: dict[str, Res] = {}  # usage of this cycle's victims, per queue
+        self._failed: dict[tuple, int] = {}  # shape -> fewest workers that found no victim set
+        self._no_fit_after_stopping: set[GangRequest] = set()
+        known = inv.nodes
+        usable = [r for r in running if all(nid in known for nid, _ in r.placement)]
+        self._stopping = [r for r in usable if r.id in preempting]
+        # Built once per cycle, only when some job needs preemption: O(running log running).
+        self._candidates = sorted(
+            (r for r in usable if r.id not in preempting and r.preemption_count < max_preemptions_per_job),
+            key=lambda r: (r.priority, -r.admitted_seq, r.id),
+        )
+
+    def fit_after_stopping(self, job: PendingJob) -> Placement | None:
+        """Where the job fits once the victims already stopping have released (None: they won't suffice)."""
+        if not self._stopping or job.request in self._no_fit_after_stopping:
+            return None
+        inv = self.inv
+        for r in self._stopping:
+            inv.release(r.placement, r.per_worker)
+        try:
+            found = find_placement(inv, job.request)
+        finally:
+            for r in reversed(self._stopping):
+                inv.reserve(r.placement, r.per_worker)
+        if found is None:  # capacity only shrinks during a cycle: remember
+            self._no_fit_after_stopping.add(job.request)
+        return found
+
+    def plan(self, job: PendingJob, queue: QueueState) -> PreemptionPlan | None:
+        """A minimal victim set after which the job fits, or None."""
+        req = job.request
+        reclaim = (queue.used + req.total).fits_in(queue.nominal)
+        # Failures are remembered per shape without the worker count: candidates only shrink during a
+        # cycle, so a gang no smaller than one that failed fails too. The queue matters to reclaim only.
+        key = (
+            req.per_worker,
+            req.gpu_models,
+            req.min_gpu_memory_bytes,
+            req.match_labels,
+            req.match_expressions,
+            req.pool_preference,
+            req.allow_spot,
+            req.required_level,
+            job.priority,
+            job.queue if reclaim else None,
+        )
+        if req.workers >= self._failed.get(key, 1 << 62):
+            return None
+        inv = self.inv
+        classes = eligibility(inv, req).eligible
+        eligible = {cls.ordinal for cls in classes}
+        zones = [z for cls in classes for z in cls.zones]
+        gpus = req.per_worker.gpus
+
+        def may_fit() -> bool:
+            """Cheap necessary condition (GPUs alone, any topology) before a real search."""
+            if gpus <= 0:
+                return True
+            return gpus <= inv.max_gpus and sum(z.caps[gpus] for z in zones) >= req.workers
+
+        chosen: list[tuple[RunningJob, str]] = []
+        reclaimed_now: dict[str, Res] = {}
+        fits = False
+        try:
+            for v in self._candidates:
+                if v.priority >= job.priority and not reclaim:
+                    break  # sorted by priority: no lower-priority candidates are left
+                if v.id in self.taken:
+                    continue
+                reason = self._reason(job, v, reclaim, reclaimed_now)
+                if reason is None:
+                    continue
+                if all(inv.class_of(nid).ordinal not in eligible or inv.is_excluded(nid) for nid, _ in v.placement):
+                    continue  # releasing it frees nothing this job could use
+                inv.release(v.placement, v.per_worker)
+                chosen.append((v, reason))
+                reclaimed_now[v.queue] = reclaimed_now.get(v.queue, ZERO) + v.usage
+                if may_fit() and find_placement(inv, req) is not None:
+                    fits = True
+                    break
+                if len(chosen) >= MAX_CANDIDATES:
+                    break
+            if not fits:
+                self._failed[key] = min(req.workers, self._failed.get(key, 1 << 62))
+                return None
+            for i in range(len(chosen) - 1, -1, -1):  # reprieve: most valuable victims first
+                v = chosen[i][0]
+                inv.reserve(v.placement, v.per_worker)
+                if may_fit() and find_placement(inv, req) is not None:
+                    chosen.pop(i)
+                else:
+                    inv.release(v.placement, v.per_worker)
+            placement = find_placement(inv, req)
+            assert placement is not None  # the last state checked was a fit
+        finally:
+            for v, _ in reversed(chosen):
+                inv.reserve(v.placement, v.per_worker)
+        for v, _ in chosen:
+            self.taken[v.id] = None
+            self._reclaimed[v.queue] = self._reclaimed.get(v.queue, ZERO) + v.usage
+        return PreemptionPlan(tuple(chosen), placement)
+
+    def _reason(self, job: PendingJob, v: RunningJob, reclaim: bool, reclaimed_now: dict[str, Res]) -> str | None:
+        if v.priority < job.priority:
+            return "HigherPriority"
+        if not (reclaim and v.borrowing and v.queue != job.queue):
+            return None
+        owner = self.queues.get(v.queue)
+        if owner is None:
+            return None
+        gone = self._reclaimed.get(v.queue, ZERO) + reclaimed_now.get(v.queue, ZERO)
+        # Reclaim only from queues that still borrow: never take a queue that is within nominal.
+        return "ReclaimQuota" if QuotaBook.above_nominal(owner, gone) else None
