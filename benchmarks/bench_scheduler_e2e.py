@@ -107,9 +107,11 @@ async def _scheduler_run(tmp: Path, nats_url: str, jobs: int, run: int, private:
 
             started = time.perf_counter()
             await asyncio.gather(*(submit(i) for i in range(jobs)))
+            submitted_s = time.perf_counter() - started
             await asyncio.wait_for(done.wait(), 300)
             elapsed = time.perf_counter() - started
             watcher.cancel()
+            print(f"run {run}: all submitted after {submitted_s:.2f}s, all admitted after {elapsed:.2f}s")
             return jobs / elapsed
     finally:
         proc.terminate()
@@ -141,15 +143,16 @@ async def main(jobs: int, runs: int) -> None:
         private, public = generate_signing_key()
         write_secret(tmp / "public.pem", public)
         (tmp / "nodes.json").write_text(json.dumps(_nodes(100)))
-        nats = NatsServer(tmp / "nats")
-        nats.start()
-        try:
-            e2e, base = [], []
-            for run in range(runs):
+        e2e, base = [], []
+        for run in range(runs):
+            # A fresh server per run, so no run starts with another's jobs holding the GPUs.
+            nats = NatsServer(tmp / f"nats{run}")
+            nats.start()
+            try:
                 base.append(await _kv_baseline(nats.url, jobs, run))
                 e2e.append(await _scheduler_run(tmp, nats.url, jobs, run, private))
-        finally:
-            nats.stop()
+            finally:
+                nats.stop()
     b, e = statistics.median(base), statistics.median(e2e)
     print(f"\nscheduler_e2e ({machine()}), {jobs} jobs x {runs} runs, {INFLIGHT} in flight")
     print(f"{'case':<52}{'median jobs/s':>16}{'runs':>30}")

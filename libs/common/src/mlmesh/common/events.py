@@ -263,8 +263,8 @@ class Consumer(Generic[M]):
         while True:
             try:
                 msgs = await self._sub.fetch(self._batch, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue  # nothing to fetch within the poll window
             except Exception:
                 log.warning("fetch from %s failed; retrying", self._durable, exc_info=True)
                 await asyncio.sleep(0.5)

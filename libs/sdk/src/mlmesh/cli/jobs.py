@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 import time
 import uuid
@@ -30,7 +32,7 @@ from mlmesh.cli.common import (
     scheduler,
     to_dict,
 )
-from mlmesh.cli.output import CliError, console, err_console, print_json, print_table
+from mlmesh.cli.output import CliError, console, err_console, print_table
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, RpcFailure, backoff_delays
 from mlmesh.sdk.jobspec import JobSpecError, load_job_spec
 
@@ -201,17 +203,33 @@ def _changed(seen: dict[str, tuple], job: job_pb2.Job) -> bool:
 
 
 class _JobView:
-    """What `submit --watch` shows: the job's state, attempt, last reason and recent transitions."""
+    """What `submit --watch` shows: the job's state, attempt, last reason, its pipeline steps and
+    recent transitions."""
 
     def __init__(self, job: job_pb2.Job):
         self.job = job
         self.started = time.monotonic()
         self.transitions: list[tuple[str, int, str]] = []
+        self.children: dict[str, job_pb2.Job] = {}  # pipeline step name -> latest child job
 
     def update(self, job: job_pb2.Job) -> None:
+        if job.meta.id != self.job.meta.id:
+            self.children[job.pipeline_step] = job
+            return
         self.job = job
         msg = ": ".join(p for p in (job.status.reason, job.status.message) if p)
         self.transitions.append((time.strftime("%H:%M:%S"), job.status.state, msg))
+
+    def _steps(self) -> list[tuple[str, str, int]]:
+        known = {st.name: (st.job_id, st.state) for st in self.job.status.steps}
+        rows = []
+        for step in self.job.spec.pipeline.steps:
+            job_id, state = known.get(step.name, ("", job_pb2.JOB_STATE_UNSPECIFIED))
+            child = self.children.get(step.name)
+            if child is not None:
+                job_id, state = child.meta.id, child.status.state
+            rows.append((step.name, job_id, state))
+        return rows
 
     def __rich__(self):
         j, s = self.job, self.job.status
@@ -223,11 +241,12 @@ class _JobView:
         if s.reason or s.message:
             head.add_row("last", Text(": ".join(p for p in (s.reason, s.message) if p)))
         parts = [head]
-        if s.steps:
-            steps = Table("step", "job", "state", title="steps", title_justify="left")
-            for step in s.steps:
-                steps.add_row(step.name, step.job_id, styled_state(step.state))
-            parts.append(steps)
+        steps = self._steps()
+        if steps:
+            table = Table("step", "job", "state", title="steps", title_justify="left")
+            for name, job_id, state in steps:
+                table.add_row(name, job_id, styled_state(state) if state else "")
+            parts.append(table)
         if self.transitions:
             history = Table("time", "state", "reason", title="transitions", title_justify="left")
             for when, state, msg in self.transitions[-10:]:
@@ -237,28 +256,36 @@ class _JobView:
 
 
 def follow(client: Client, job: job_pb2.Job, *, json_output: bool = False) -> job_pb2.Job:
-    """Watch one job until it is terminal; returns its last version. Ctrl-C raises KeyboardInterrupt."""
+    """Watch one job (and a pipeline's steps) until it is terminal; returns its last version.
+    Ctrl-C raises KeyboardInterrupt."""
     seen: dict[str, tuple] = {}
     view = _JobView(job)
+    pipeline = job.spec.kind == job_pb2.JOB_KIND_PIPELINE
+    # A pipeline's steps are separate jobs: watch the team's jobs and keep the pipeline's own.
+    ids = [] if pipeline else [job.meta.id]
     live = Live(view, console=console, refresh_per_second=4) if console.is_terminal and not json_output else None
     if live is not None:
         live.start()
     try:
         if job.status.state in TERMINAL:
             return job
-        for response in watch_stream(client, [job.meta.id]):
-            if not response.HasField("job") or response.job.meta.id != job.meta.id:
+        for response in watch_stream(client, ids, job.meta.team):
+            if not response.HasField("job"):
                 continue
-            job = response.job
-            if not _changed(seen, job):
+            got = response.job
+            mine = got.meta.id == job.meta.id or (pipeline and got.parent_job_id == job.meta.id)
+            if not mine or not _changed(seen, got):
                 continue
-            view.update(job)
+            view.update(got)
             if json_output:
-                print_json(to_dict(response))
+                sys.stdout.write(_compact(response) + "\n")
+                sys.stdout.flush()
             elif live is None:
-                _print_change(job, response.previous_state)
-            if job.status.state in TERMINAL:
-                return job
+                _print_change(got, response.previous_state)
+            if got.meta.id == job.meta.id:
+                job = got
+                if job.status.state in TERMINAL:
+                    return job
     finally:
         if live is not None:
             live.stop()
@@ -354,7 +381,7 @@ def get_job(
         ("queue", job.spec.queue),
         ("priority class", job.spec.priority_class),
         ("workers", _workers(job.spec)),
-        ("command", " ".join(job.spec.command.command)),
+        ("command", shlex.join(job.spec.command.command)),
         ("attempt", str(s.attempt or "")),
         ("created", _ts(job.meta.create_time)),
         ("finished", _ts(s.finish_time)),
@@ -436,8 +463,6 @@ def watch_jobs(
 
 
 def _compact(message) -> str:
-    import json
-
     return json.dumps(to_dict(message), sort_keys=True, separators=(",", ":"))
 
 
@@ -476,7 +501,10 @@ def explain_job(
 
 
 def _res(r) -> str:
-    return f"{r.gpus} GPU, {fmt_cpu(r.cpu_millis)} CPU, {fmt_bytes(r.memory_bytes)}"
+    parts = [f"{r.gpus} GPU"] if r.gpus else []
+    parts += [f"{fmt_cpu(r.cpu_millis)} CPU"] if r.cpu_millis else []
+    parts += [f"{fmt_bytes(r.memory_bytes)} memory"] if r.memory_bytes else []
+    return ", ".join(parts) or "none"
 
 
 def register(app: typer.Typer) -> None:

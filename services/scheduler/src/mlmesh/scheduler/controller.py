@@ -37,6 +37,7 @@ log = logging.getLogger("mlmesh.scheduler.controller")
 
 R = run_pb2.RunState
 REPUBLISH_WINDOW_S = 110.0  # inside JetStream's 120 s duplicate window
+COALESCE_S = 0.01
 
 
 def ts_ns(ts) -> int:
@@ -111,6 +112,8 @@ class Controller:
                 log.exception("scheduling cycle failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.jobs.changed.wait(), self.interval_s)
+                # Let a burst of submissions land so that one cycle admits them together.
+                await asyncio.sleep(COALESCE_S)
 
     @property
     def is_leader(self) -> bool:

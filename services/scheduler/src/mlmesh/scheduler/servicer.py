@@ -165,9 +165,12 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         job = self._visible_job(request.job_id, ident)
         ident.require_role(ROLE_DEVELOPER)
         message = (request.reason or f"cancelled by {ident.subject}")[:1024]
+        # The pipeline first: once it is CANCELLED the controller no longer judges it by its steps
+        # (which would make it FAILED when the first cancelled step lands).
+        cancelled = await self._cancel_one(job, message, request.checkpoint)
         for child in [j for j in self.c.jobs.items.values() if j.parent_job_id == job.meta.id]:
             await self._cancel_one(child, message, request.checkpoint)
-        return api.CancelJobResponse(job=await self._cancel_one(job, message, request.checkpoint))
+        return api.CancelJobResponse(job=cancelled)
 
     async def _cancel_one(self, job: job_pb2.Job, message: str, checkpoint: bool) -> job_pb2.Job:
         for _ in range(8):

@@ -44,7 +44,12 @@ class KvInventory:
 class FileInventory:
     def __init__(self, path: Path):
         self._path = path
+        self._cache: tuple[float, list[node_pb2.Node]] | None = None
 
     async def nodes(self) -> list[Node]:
-        records = json.loads(self._path.read_text())
-        return [node_from_pb(json_format.ParseDict(r, node_pb2.Node())) for r in records]
+        # Parsed again only when the file changes: the admission cycle asks for every pass.
+        mtime = self._path.stat().st_mtime
+        if self._cache is None or self._cache[0] != mtime:
+            records = json.loads(self._path.read_text())
+            self._cache = (mtime, [json_format.ParseDict(r, node_pb2.Node()) for r in records])
+        return [node_from_pb(n) for n in self._cache[1]]

@@ -75,6 +75,8 @@ class Lease:
 
     async def acquire_or_renew(self) -> bool:
         now = time.time()
+        if self._revision is not None and now < self._expires - 2 * self.ttl_s / 3:
+            return True  # renewed recently: skip two KV round trips on this cycle
         value = wrappers_pb2.StringValue(value=json.dumps({"holder": self.holder, "expires": now + self.ttl_s}))
         try:
             current = await self._repo.get(LEASE_KEY)

@@ -21,13 +21,12 @@ take are held the same way. Reservations live for one cycle (the next cycle comp
 
 Cost per examined job is O(1) dictionary work plus one indexed gang search; a NoFit is remembered per
 request shape for the cycle (free capacity only shrinks during a cycle), so a deep queue of jobs that
-do not fit costs a lookup each. Setup is one pass over `pending`.
+do not fit costs a lookup each. Setup is one pass over a `pending` list, none for `PendingQueues`.
 """
 
 from __future__ import annotations
 
 import heapq
-from operator import attrgetter
 
 from mlmesh.scheduler.domain.inventory import Inventory
 from mlmesh.scheduler.domain.model import (
@@ -43,20 +42,20 @@ from mlmesh.scheduler.domain.model import (
     Res,
     RunningJob,
 )
+from mlmesh.scheduler.domain.pending import PendingQueues, group_list
 from mlmesh.scheduler.domain.placement import diagnose, find_placement, plan_reservation
 from mlmesh.scheduler.domain.preemption import VictimFinder
 from mlmesh.scheduler.domain.quota import QuotaBook
 
-__all__ = ["run_cycle"]
+__all__ = ["PendingQueues", "run_cycle"]
 
 _RESERVATION_TRIES_PER_LEVEL = 4  # NO_FIT jobs per priority level that may try to place a reservation
-_by_seq = attrgetter("seq")
 
 
 def run_cycle(
     inv: Inventory,
     queues: dict[str, QueueState],
-    pending: list[PendingJob],
+    pending: list[PendingJob] | PendingQueues,
     running: list[RunningJob],
     *,
     max_admissions: int | None = None,
@@ -68,7 +67,8 @@ def run_cycle(
     Mutates `inv` (reserves admitted placements) and `queues[*].used` (charges admissions). Jobs the
     cycle did not reach because `max_admissions` was reached are in neither `admitted` nor `blocked`:
     they wait in queue order (QUEUE_ORDER); listing them here would cost O(pending) per cycle.
-    `pending` in submit (`seq`) order is cheapest: then no queue needs sorting.
+    `pending`: a list (grouped in one pass per cycle; cheapest in `seq` order) or a `PendingQueues`
+    the caller keeps across cycles (no per-cycle pass: cost independent of queue depth).
     """
     cycle = _Cycle(inv, queues, running, preempting, max_preemptions_per_job)
     try:
@@ -105,42 +105,28 @@ class _Cycle:
 
     # ---- order -------------------------------------------------------------------------------------
 
-    def run(self, pending: list[PendingJob], max_admissions: int | None) -> None:
-        # One pass: priority -> queue -> jobs. This pass is the only O(pending) work of a cycle.
-        levels: dict[int, dict[str, list[PendingJob]]] = {}
-        last, in_order = -(1 << 62), True
-        for job in pending:
-            by_queue = levels.get(job.priority)
-            if by_queue is None:
-                by_queue = levels[job.priority] = {}
-            jobs = by_queue.get(job.queue)
-            if jobs is None:
-                by_queue[job.queue] = [job]
-            else:
-                jobs.append(job)
-            if job.seq < last:
-                in_order = False
-            last = job.seq
+    def run(self, pending: list[PendingJob] | PendingQueues, max_admissions: int | None) -> None:
+        levels = pending.levels() if isinstance(pending, PendingQueues) else group_list(pending)
         budget = len(pending) if max_admissions is None else max_admissions
         admitted = self.result.admitted
         share = self._share
         for priority in sorted(levels, reverse=True):
-            by_queue = levels[priority]
             heap = []
-            for name, jobs in by_queue.items():
-                if not in_order:
-                    jobs.sort(key=_by_seq)
-                heap.append((share(name), name, 0))
+            for name, jobs in levels[priority].items():
+                it = iter(jobs)
+                job = next(it, None)
+                if job is not None:
+                    heap.append((share(name), name, job, it))  # (share, name) is unique: job never compared
             heapq.heapify(heap)
             while heap:
                 if len(admitted) >= budget:
                     return
-                _, name, i = heapq.heappop(heap)
-                jobs = by_queue[name]
-                self._consider(jobs[i])
-                if i + 1 < len(jobs):
+                _, name, job, it = heapq.heappop(heap)
+                self._consider(job)
+                job = next(it, None)
+                if job is not None:
                     # Only this queue's share changed, so every other heap key is still current.
-                    heapq.heappush(heap, (share(name), name, i + 1))
+                    heapq.heappush(heap, (share(name), name, job, it))
 
     def _share(self, name: str) -> float:
         q = self.queues.get(name)

@@ -23,6 +23,43 @@ from mlmesh.scheduler.domain.model import ZERO, Level, Node, Placement, Res
 Assignments = tuple[tuple[str, int], ...]
 
 
+class IndexedSet:
+    """A set with O(1) add/discard and dense iteration, in a deterministic order.
+
+    Dicts as ordered sets degrade under churn: deleted slots stay in place until a resize, and
+    iteration (the search's "first node in this bucket") walks over them.
+    """
+
+    __slots__ = ("items", "pos")
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.pos: dict = {}
+
+    def add(self, x) -> None:
+        if x not in self.pos:
+            self.pos[x] = len(self.items)
+            self.items.append(x)
+
+    def discard(self, x) -> None:
+        i = self.pos.pop(x, None)
+        if i is None:
+            return
+        last = self.items.pop()
+        if i < len(self.items):  # move the last item into the hole
+            self.items[i] = last
+            self.pos[last] = i
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __contains__(self, x) -> bool:
+        return x in self.pos
+
+
 class Group:
     """Nodes of one class under one zone, switch or NVLink domain."""
 
@@ -48,7 +85,7 @@ class CapIndex:
     __slots__ = ("buckets", "keys")
 
     def __init__(self, max_gpus: int) -> None:
-        self.buckets: list[dict[int, dict[Group, None]]] = [{} for _ in range(max_gpus + 1)]
+        self.buckets: list[dict[int, IndexedSet]] = [{} for _ in range(max_gpus + 1)]
         self.keys: list[list[int]] = [[] for _ in range(max_gpus + 1)]  # sorted capacities with a bucket
 
     def add(self, gpus: int, group: Group, cap: int) -> None:
@@ -57,26 +94,25 @@ class CapIndex:
         buckets = self.buckets[gpus]
         bucket = buckets.get(cap)
         if bucket is None:
-            bucket = buckets[cap] = {}
+            bucket = buckets[cap] = IndexedSet()
             bisect.insort(self.keys[gpus], cap)
-        bucket[group] = None
+        bucket.add(group)
 
     def move(self, gpus: int, group: Group, old: int, new: int) -> None:
         buckets = self.buckets[gpus]
         if old > 0:
             bucket = buckets[old]
-            del bucket[group]
-            if not bucket:
+            bucket.discard(group)
+            if not bucket.items:
                 del buckets[old]
                 keys = self.keys[gpus]
                 del keys[bisect.bisect_left(keys, old)]
         if new > 0:
             bucket = buckets.get(new)
             if bucket is None:
-                buckets[new] = {group: None}
+                bucket = buckets[new] = IndexedSet()
                 bisect.insort(self.keys[gpus], new)
-            else:
-                bucket[group] = None
+            bucket.add(group)
 
     def at_least(self, gpus: int, workers: int, limit: int) -> list[Group]:
         """Up to `limit` groups with caps[gpus] >= workers, smallest capacity first (best fit)."""
@@ -98,7 +134,7 @@ class NodeClass:
         self.ordinal = ordinal
         self.sample = sample
         self.node_ids: list[str] = []
-        self.by_free: list[dict[str, None]] = [{} for _ in range(max_gpus + 1)]  # ordered sets, deterministic
+        self.by_free: list[IndexedSet] = [IndexedSet() for _ in range(max_gpus + 1)]  # node ids by free GPUs
         self.zones: list[Group] = []
         self.domain_index = CapIndex(max_gpus)
         self.switch_index = CapIndex(max_gpus)
@@ -170,7 +206,7 @@ class Inventory:
             self._node_groups[n.id] = (domain, switch, zone)
             ig = min(max(n.free.gpus, 0), mg)
             self._indexed[n.id] = ig
-            cls.by_free[ig][n.id] = None
+            cls.by_free[ig].add(n.id)
             for g in path:
                 g.cnt[ig] += 1
             if n.schedulable:
@@ -324,8 +360,8 @@ class Inventory:
             return
         self._indexed[nid] = new
         cls = self._node_class[nid]
-        del cls.by_free[old][nid]
-        cls.by_free[new][nid] = None
+        cls.by_free[old].discard(nid)
+        cls.by_free[new].add(nid)
         domain, switch, zone = self._node_groups[nid]
         indexed = self._indexed_gpus
         for g, index in ((domain, cls.domain_index), (switch, cls.switch_index), (zone, None)):

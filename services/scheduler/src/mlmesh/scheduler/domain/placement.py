@@ -435,7 +435,8 @@ def plan_reservation(inv: Inventory, req: GangRequest) -> tuple[str, ...] | None
     """Nodes to hold for a gang that does not fit now: where it would fit soonest.
 
     Heuristic, without run-time estimates: the tightest group whose nodes could host the gang once
-    drained (by allocatable GPUs) and that has the most free capacity now (least to drain); inside it,
+    drained (by allocatable GPUs) and that has the most free room now (workers it could host, then
+    free GPUs: least to drain); inside it,
     the nodes with the most free room first. None when no group could ever host it (or for CPU-only
     gangs, which are small and need no reservation). O(groups of the eligible classes).
     """
@@ -457,8 +458,10 @@ def plan_reservation(inv: Inventory, req: GangRequest) -> tuple[str, ...] | None
             best = None
             for cls in tier:
                 for group in _groups_at(cls, level):
-                    if group.static_cap(gpus) >= workers:
-                        key = (group.caps[gpus], -group.static_cap(gpus))
+                    static = group.static_cap(gpus)
+                    if static >= workers:
+                        free = sum(g * c for g, c in enumerate(group.cnt))
+                        key = (group.caps[gpus], free, -static)  # most room now, then the smallest
                         if best is None or key > best[0]:
                             best = (key, group)
             if best is not None:

@@ -8,9 +8,10 @@ Who may be a victim of pending job P:
 Never: jobs already stopping (`preempting`), jobs chosen earlier this cycle, jobs preempted
 `max_preemptions_per_job` times already. Together these rules rule out preemption loops.
 
-How: release candidates one by one (lowest priority, then latest admitted, first) until P fits; then
-take each chosen victim back, most valuable first, and keep it running if P still fits (so no victim
-is superfluous). The inventory is restored before returning.
+How: with the jobs already stopping counted as gone (their room is coming), release candidates one by
+one (lowest priority, then latest admitted, first) until P fits; then take each chosen victim back,
+most valuable first, and keep it running if P still fits (so no victim is superfluous). The inventory
+is restored before returning.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class VictimFinder:
         chosen: list[tuple[RunningJob, str]] = []
         reclaimed_now: dict[str, Res] = {}
         fits = False
+        for r in self._stopping:  # their room is coming anyway: count it, choose victims for the rest
+            inv.release(r.placement, r.per_worker)
         try:
             for v in self._candidates:
                 if v.priority >= job.priority and not reclaim:
@@ -142,6 +145,8 @@ class VictimFinder:
         finally:
             for v, _ in reversed(chosen):
                 inv.reserve(v.placement, v.per_worker)
+            for r in reversed(self._stopping):
+                inv.reserve(r.placement, r.per_worker)
         for v, _ in chosen:
             self.taken[v.id] = None
             self._reclaimed[v.queue] = self._reclaimed.get(v.queue, ZERO) + v.usage

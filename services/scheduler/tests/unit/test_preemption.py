@@ -1,0 +1,197 @@
+"""Preemption: minimal lowest-priority victims, reclaim of borrowed quota, and no preemption loops."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlmesh.scheduler.domain.admission import run_cycle
+from mlmesh.scheduler.domain.model import (
+    BlockKind,
+    GangRequest,
+    Node,
+    PendingJob,
+    Preemption,
+    QueueState,
+    Res,
+    RunningJob,
+)
+from mlmesh.scheduler.domain.placement import Inventory
+
+pytestmark = pytest.mark.timeout(60)
+
+GiB = 2**30
+FULL = Res(8, 64_000, 512 * GiB)
+
+
+def per_gpu(n: int) -> Res:
+    return Res(n, 1_000 * n, GiB * n)
+
+
+def queue(name: str, nominal: int, borrow: int = 0) -> QueueState:
+    return QueueState(name, name, per_gpu(nominal), per_gpu(borrow))
+
+
+def pending(jid: str, q: str, gpus: int, workers: int = 1, *, prio: int, seq: int = 100, preempt=True) -> PendingJob:
+    return PendingJob(jid, q, q, prio, preempt, GangRequest(workers, per_gpu(gpus)), seq)
+
+
+def run(jid: str, q: str, placement, gpus: int, *, prio: int, seq: int, borrowing=False, count=0) -> RunningJob:
+    placement = tuple(placement)
+    usage = per_gpu(gpus).times(sum(w for _, w in placement))
+    return RunningJob(jid, q, q, prio, usage, placement, per_gpu(gpus), borrowing, seq, count)
+
+
+def cluster(n_nodes: int, queues: dict[str, QueueState], running: list[RunningJob]) -> Inventory:
+    """Inventory with the running jobs reserved and their usage charged to their queues."""
+    inv = Inventory([Node(f"n{i}", FULL, FULL, gpu_model="H100", nvlink_domain="d0") for i in range(n_nodes)])
+    for r in running:
+        inv.reserve(r.placement, r.per_worker)
+        queues[r.queue].used = queues[r.queue].used + r.usage
+    return inv
+
+
+def test_preempts_the_latest_admitted_of_the_lowest_priority_and_does_not_admit_yet():
+    queues = {"a": queue("a", 64)}
+    running = [
+        run("old-low", "a", [("n0", 1)], 8, prio=10, seq=1),
+        run("new-low", "a", [("n1", 1)], 8, prio=10, seq=2),
+        run("mid", "a", [("n2", 1)], 8, prio=50, seq=3),
+    ]
+    inv = cluster(3, queues, running)
+    result = run_cycle(inv, queues, [pending("high", "a", 8, prio=100)], running)
+    assert result.preempted == [Preemption("new-low", "high", "HigherPriority")]
+    assert result.admitted == []
+    assert result.blocked["high"].kind == BlockKind.PREEMPTION_IN_PROGRESS
+    assert inv.total_free().gpus == 0 and inv.excluded == ()  # nothing released until the victim stops
+
+
+def test_lowest_priority_goes_first_whatever_its_age():
+    queues = {"a": queue("a", 64)}
+    running = [run("p10", "a", [("n0", 1)], 8, prio=10, seq=1), run("p20", "a", [("n1", 1)], 8, prio=20, seq=9)]
+    inv = cluster(2, queues, running)
+    result = run_cycle(inv, queues, [pending("high", "a", 8, prio=100)], running)
+    assert [p.victim_id for p in result.preempted] == ["p10"]
+
+
+def test_victim_set_is_minimal():
+    queues = {"a": queue("a", 64)}
+    # n0: b (2 GPUs) + 6 free; n1: a (2) + c (6). Releasing a (the latest) alone frees nothing whole,
+    # releasing b then frees n0: a must be reprieved.
+    running = [
+        run("c", "a", [("n1", 1)], 6, prio=10, seq=1),
+        run("b", "a", [("n0", 1)], 2, prio=10, seq=4),
+        run("a", "a", [("n1", 1)], 2, prio=10, seq=5),
+    ]
+    inv = cluster(2, queues, running)
+    result = run_cycle(inv, queues, [pending("high", "a", 8, prio=100)], running)
+    assert [p.victim_id for p in result.preempted] == ["b"]
+
+
+def test_gang_preemptor_takes_only_the_victims_it_needs():
+    queues = {"a": queue("a", 64)}
+    running = [run(f"r{i}", "a", [(f"n{i}", 1)], 8, prio=10, seq=i) for i in range(4)]
+    inv = cluster(4, queues, running)
+    result = run_cycle(inv, queues, [pending("gang", "a", 8, workers=2, prio=100)], running)
+    assert sorted(p.victim_id for p in result.preempted) == ["r2", "r3"]  # the two latest
+
+
+def test_never_preempts_equal_or_higher_priority():
+    queues = {"a": queue("a", 64)}
+    running = [run("same", "a", [("n0", 1)], 8, prio=100, seq=1), run("higher", "a", [("n1", 1)], 8, prio=200, seq=2)]
+    inv = cluster(2, queues, running)
+    result = run_cycle(inv, queues, [pending("p", "a", 8, prio=100)], running)
+    assert result.preempted == []
+    assert result.blocked["p"].kind == BlockKind.NO_FIT
+
+
+def test_classes_that_cannot_preempt_only_wait():
+    queues = {"a": queue("a", 64)}
+    running = [run("low", "a", [("n0", 1)], 8, prio=1, seq=1)]
+    inv = cluster(1, queues, running)
+    result = run_cycle(inv, queues, [pending("p", "a", 8, prio=100, preempt=False)], running)
+    assert result.preempted == [] and result.blocked["p"].kind == BlockKind.NO_FIT
+
+
+def test_preemption_count_cap_protects_a_job():
+    queues = {"a": queue("a", 64)}
+    running = [run("tired", "a", [("n0", 1)], 8, prio=1, seq=1, count=3)]
+    inv = cluster(1, queues, running)
+    result = run_cycle(inv, queues, [pending("p", "a", 8, prio=100)], running, max_preemptions_per_job=3)
+    assert result.preempted == []
+    result = run_cycle(inv, queues, [pending("p", "a", 8, prio=100)], running, max_preemptions_per_job=4)
+    assert [p.victim_id for p in result.preempted] == ["tired"]
+
+
+def test_reclaims_borrowed_quota_even_from_equal_priority():
+    queues = {"a": queue("a", 8), "b": queue("b", 8, borrow=8)}
+    running = [
+        run("b-own", "b", [("n0", 1)], 8, prio=100, seq=1),
+        run("b-borrowed", "b", [("n1", 1)], 8, prio=100, seq=2, borrowing=True),
+    ]
+    inv = cluster(2, queues, running)
+    result = run_cycle(inv, queues, [pending("a1", "a", 8, prio=100)], running)
+    assert result.preempted == [Preemption("b-borrowed", "a1", "ReclaimQuota")]
+    assert result.blocked["a1"].kind == BlockKind.PREEMPTION_IN_PROGRESS
+
+
+def test_no_reclaim_when_the_preemptor_would_itself_borrow():
+    queues = {"a": queue("a", 8, borrow=8), "b": queue("b", 8, borrow=8)}
+    running = [
+        run("b-own", "b", [("n0", 1)], 8, prio=100, seq=1),
+        run("b-borrowed", "b", [("n1", 1)], 8, prio=100, seq=2, borrowing=True),
+    ]
+    inv = cluster(2, queues, running)
+    queues["a"].used = per_gpu(8)  # a is at nominal already (its job runs elsewhere, not modelled here)
+    result = run_cycle(inv, queues, [pending("a2", "a", 8, prio=100)], running)
+    assert result.preempted == []
+
+
+def test_no_reclaim_from_a_queue_back_within_nominal():
+    queues = {"a": queue("a", 8), "b": queue("b", 8, borrow=8)}
+    # Admitted while borrowing, but b's other jobs have finished since: b is within nominal now.
+    running = [run("b-was-borrowing", "b", [("n1", 1)], 8, prio=100, seq=2, borrowing=True)]
+    inv = cluster(2, queues, running)
+    inv.reserve((("n0", 1),), per_gpu(8))  # something outside any queue fills n0
+    result = run_cycle(inv, queues, [pending("a1", "a", 8, prio=100)], running)
+    assert result.preempted == []
+
+
+def test_waits_for_victims_already_stopping_instead_of_preempting_more():
+    queues = {"a": queue("a", 64)}
+    running = [run("stopping", "a", [("n0", 1)], 8, prio=10, seq=1), run("other", "a", [("n1", 1)], 8, prio=10, seq=2)]
+    inv = cluster(2, queues, running)
+    result = run_cycle(inv, queues, [pending("high", "a", 8, prio=100)], running, preempting=frozenset({"stopping"}))
+    assert result.preempted == []
+    assert result.blocked["high"].kind == BlockKind.PREEMPTION_IN_PROGRESS
+    assert inv.total_free().gpus == 0  # a stopping job's capacity is not free capacity
+
+
+def test_stopping_jobs_are_never_victims_again():
+    queues = {"a": queue("a", 64)}
+    running = [run("stopping", "a", [("n0", 1)], 8, prio=10, seq=1), run("other", "a", [("n1", 1)], 8, prio=10, seq=2)]
+    inv = cluster(2, queues, running)
+    result = run_cycle(
+        inv, queues, [pending("gang", "a", 8, workers=2, prio=100)], running, preempting=frozenset({"stopping"})
+    )
+    assert [p.victim_id for p in result.preempted] == ["other"]
+
+
+def test_room_a_preemptor_waits_for_is_held_from_later_jobs():
+    queues = {"a": queue("a", 64)}
+    running = [run("low", "a", [("n0", 1)], 4, prio=10, seq=1)]  # n0: 4 used, 4 free
+    inv = cluster(1, queues, running)
+    jobs = [pending("high", "a", 8, prio=100, seq=1), pending("small", "a", 4, prio=50, seq=2, preempt=False)]
+    result = run_cycle(inv, queues, jobs, running)
+    assert [p.victim_id for p in result.preempted] == ["low"]
+    assert result.admitted == []  # "small" would take the room "high" is waiting for
+    assert result.blocked["small"].kind in (BlockKind.RESERVATION, BlockKind.NO_FIT)
+
+
+def test_one_victim_serves_one_preemptor():
+    queues = {"a": queue("a", 64)}
+    running = [run("low", "a", [("n0", 1)], 8, prio=10, seq=1)]
+    inv = cluster(1, queues, running)
+    jobs = [pending("h1", "a", 8, prio=100, seq=1), pending("h2", "a", 8, prio=100, seq=2)]
+    result = run_cycle(inv, queues, jobs, running)
+    assert result.preempted == [Preemption("low", "h1", "HigherPriority")]
+    assert result.blocked["h2"].kind in (BlockKind.NO_FIT, BlockKind.RESERVATION)
