@@ -10,7 +10,7 @@ to `--admissions` jobs from a queue of the given depth, and is undone before the
 Pending jobs come as a plain list (grouped by `run_cycle` in one pass per cycle) or as a
 `PendingQueues` that a service keeps across cycles (no per-cycle pass).
 
-    .venv/bin/python benchmarks/bench_scheduler_core.py [--runs 5] [--admissions 1000]
+    .venv/bin/python benchmarks/bench_scheduler_core.py [--runs 11] [--admissions 1000]
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def timed_cycle(inv, queues, pending, running, limit) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--admissions", type=int, default=1000, help="max_admissions per timed cycle")
     parser.add_argument("--deep", type=int, default=100_000)
     args = parser.parse_args()

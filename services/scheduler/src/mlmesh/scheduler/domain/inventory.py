@@ -4,9 +4,9 @@
   class, so a request's filters are evaluated once per class instead of once per node.
 - Inside a class, nodes form a tree: zone > switch > NVLink domain > node.
 - Every group of that tree counts its nodes by free GPUs, and so knows how many G-GPU workers it could
-  host (`caps[G]`, GPUs only). Domains and switches are also bucketed by that number, so the search jumps
-  to the smallest group that can host a gang instead of scanning nodes.
-- Upkeep: O(levels x GPUs per node) per node that reserve/release touches.
+  host (`caps[G]`, GPUs only). Domains and switches are also bucketed by that number (in octaves), so
+  the search jumps to a small group that can host a gang instead of scanning nodes.
+- Upkeep: O(levels x GPUs per node) integer updates per node that reserve/release touches.
 
 Nodes can be excluded (fenced) for a while, e.g. to hold a reservation: while excluded, the indexes see
 them with no free GPUs; `node.free` itself is untouched.
@@ -14,7 +14,6 @@ them with no free GPUs; `node.free` itself is untouched.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -80,48 +79,43 @@ class Group:
 
 
 class CapIndex:
-    """Groups of one level bucketed by `caps[G]`, per G: finds the smallest groups that host n workers."""
+    """Groups of one level bucketed by `caps[G]` per G, in octaves: bucket r holds caps of bit length r
+    ([1], [2, 3], [4, 7], ...). A group moves only when its capacity changes octave, which is what
+    keeps reserve/release cheap; the search pays with best fit within a factor of two."""
 
-    __slots__ = ("buckets", "keys")
+    __slots__ = ("buckets",)
 
     def __init__(self, max_gpus: int) -> None:
-        self.buckets: list[dict[int, IndexedSet]] = [{} for _ in range(max_gpus + 1)]
-        self.keys: list[list[int]] = [[] for _ in range(max_gpus + 1)]  # sorted capacities with a bucket
+        self.buckets: list[list[IndexedSet]] = [[] for _ in range(max_gpus + 1)]
 
     def add(self, gpus: int, group: Group, cap: int) -> None:
         if cap <= 0:  # full groups are never candidates: keep them out, it is most of a busy cluster
             return
+        octave = cap.bit_length()
         buckets = self.buckets[gpus]
-        bucket = buckets.get(cap)
-        if bucket is None:
-            bucket = buckets[cap] = IndexedSet()
-            bisect.insort(self.keys[gpus], cap)
-        bucket.add(group)
+        while len(buckets) <= octave:
+            buckets.append(IndexedSet())
+        buckets[octave].add(group)
 
     def move(self, gpus: int, group: Group, old: int, new: int) -> None:
-        buckets = self.buckets[gpus]
-        if old > 0:
-            bucket = buckets[old]
-            bucket.discard(group)
-            if not bucket.items:
-                del buckets[old]
-                keys = self.keys[gpus]
-                del keys[bisect.bisect_left(keys, old)]
-        if new > 0:
-            bucket = buckets.get(new)
-            if bucket is None:
-                bucket = buckets[new] = IndexedSet()
-                bisect.insort(self.keys[gpus], new)
-            bucket.add(group)
+        if old.bit_length() != new.bit_length():
+            if old > 0:
+                self.buckets[gpus][old.bit_length()].discard(group)
+            self.add(gpus, group, new)
 
     def at_least(self, gpus: int, workers: int, limit: int) -> list[Group]:
-        """Up to `limit` groups with caps[gpus] >= workers, smallest capacity first (best fit)."""
-        keys, buckets, out = self.keys[gpus], self.buckets[gpus], []
-        for i in range(bisect.bisect_left(keys, workers), len(keys)):
-            for group in buckets[keys[i]]:
-                out.append(group)
-                if len(out) >= limit:
-                    return out
+        """Up to `limit` groups with caps[gpus] >= workers, smaller first (best fit, within an octave)."""
+        buckets, out = self.buckets[gpus], []
+        first = max(workers, 1).bit_length()
+        for octave in range(first, len(buckets)):
+            for group in buckets[octave]:
+                if octave > first or group.caps[gpus] >= workers:
+                    out.append(group)
+                    if len(out) >= limit:
+                        break
+            if len(out) >= limit:
+                break
+        out.sort(key=lambda g: g.caps[gpus])
         return out
 
 
@@ -168,6 +162,14 @@ class Inventory:
         # Buckets for 1, 2, 4, 8... GPUs per worker only: halves the upkeep; other sizes search the
         # buckets of the next smaller power of two, a superset (g // 3 <= g // 2), and filter.
         self._indexed_gpus = [g > 0 and g & (g - 1) == 0 for g in range(self.max_gpus + 1)]
+        # (old free GPUs, new free GPUs) -> [(G, change of G-GPU workers a node hosts, G indexed?)]
+        self._deltas = [
+            [
+                [(g, new // g - old // g, self._indexed_gpus[g]) for g in self._gpu_counts if new // g != old // g]
+                for new in range(self.max_gpus + 1)
+            ]
+            for old in range(self.max_gpus + 1)
+        ]
         classes: dict[tuple, NodeClass] = {}
         groups: dict[tuple, Group] = {}
         mg = self.max_gpus
@@ -330,9 +332,11 @@ class Inventory:
             for attr in ("domain_index", "switch_index"):
                 ia, ib = getattr(mine, attr), getattr(theirs, attr)
                 for g in range(1, self.max_gpus + 1):
-                    caps_a = {k: sorted(x.node_ids[0] for x in v) for k, v in ia.buckets[g].items()}
-                    caps_b = {k: sorted(x.node_ids[0] for x in v) for k, v in ib.buckets[g].items()}
-                    if caps_a != caps_b or ia.keys[g] != sorted(caps_a):
+                    caps_a = [sorted(x.node_ids[0] for x in v) for v in ia.buckets[g]]
+                    caps_b = [sorted(x.node_ids[0] for x in v) for v in ib.buckets[g]]
+                    caps_a += [[]] * (len(caps_b) - len(caps_a))
+                    caps_b += [[]] * (len(caps_a) - len(caps_b))
+                    if caps_a != caps_b:
                         problems.append(f"class {mine.ordinal} {attr} for {g} GPUs differs")
         if self._free_total != fresh._free_total:
             problems.append(f"free total {self._free_total} != {fresh._free_total}")
@@ -363,18 +367,21 @@ class Inventory:
         cls.by_free[old].discard(nid)
         cls.by_free[new].add(nid)
         domain, switch, zone = self._node_groups[nid]
-        indexed = self._indexed_gpus
-        for g, index in ((domain, cls.domain_index), (switch, cls.switch_index), (zone, None)):
+        deltas = self._deltas[old][new]
+        for g, index in ((domain, cls.domain_index), (switch, cls.switch_index)):
             g.cnt[old] -= 1
             g.cnt[new] += 1
             caps = g.caps
-            for gpus in self._gpu_counts:
-                d = new // gpus - old // gpus
-                if d:
-                    cap = caps[gpus]
-                    caps[gpus] = cap + d
-                    if index is not None and indexed[gpus]:
-                        index.move(gpus, g, cap, cap + d)
+            for gpus, d, indexed in deltas:
+                cap = caps[gpus]
+                caps[gpus] = cap + d
+                if indexed and cap.bit_length() != (cap + d).bit_length():
+                    index.move(gpus, g, cap, cap + d)
+        zone.cnt[old] -= 1
+        zone.cnt[new] += 1
+        caps = zone.caps
+        for gpus, d, _ in deltas:
+            caps[gpus] += d
 
 
 def _walk(a: Group, b: Group):
