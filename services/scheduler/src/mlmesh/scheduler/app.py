@@ -56,7 +56,10 @@ async def register(runtime: Runtime) -> Iterable[str]:
     if settings.inventory_file:
         inventory = FileInventory(settings.inventory_file)
     else:
-        inventory = KvInventory(await KvRepository.open(runtime.js, NODES_BUCKET, node_pb2.Node, "node"))
+        nodes = KvIndex(await KvRepository.open(runtime.js, NODES_BUCKET, node_pb2.Node, "node"), _set_revision)
+        await nodes.start()
+        runtime.on_shutdown.append(nodes.stop)
+        inventory = KvInventory(nodes)
     trainer = None
     if settings.trainer_address:
         token = settings.service_token_file.read_text().strip() if settings.service_token_file else ""

@@ -31,6 +31,7 @@ from mlmesh.scheduler.domain.pipeline import descendants
 from mlmesh.scheduler.domain.placement import Inventory
 from mlmesh.scheduler.domain.validation import WORKER_KINDS
 from mlmesh.scheduler.job_factory import build_child
+from mlmesh.scheduler.scheduling_state import SchedulingState
 from mlmesh.scheduler.transitions import Transitioner, now_ts
 
 log = logging.getLogger("mlmesh.scheduler.controller")
@@ -81,6 +82,20 @@ class Controller:
         self._dispatch_after: dict[str, float] = {}
         self.run_events_factory = None  # () -> Consumer, set by the app
         self._run_events = None
+        self.state = SchedulingState(self.priority_of, self.deps_ok, self._children_of)
+        jobs.subscribe(self.state.on_job_change)
+        queues.subscribe(self._mark_dirty)
+        priority_classes.subscribe(self._mark_dirty)
+
+    def _mark_dirty(self, before, after) -> None:
+        self.state.dirty = True
+
+    def _children_of(self, parent_id: str):
+        parent = self.jobs.items.get(parent_id)
+        if parent is None:
+            return []
+        ids = (child_job_id(parent_id, s.name) for s in parent.spec.pipeline.steps)
+        return [c for c in (self.jobs.items.get(i) for i in ids) if c is not None]
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -275,12 +290,26 @@ class Controller:
         return inv, queues, pending, running, frozenset(preempting), agents
 
     async def _admit(self) -> None:
-        inv, queues, pending, running, preempting, agents = await self.build_inputs()
-        if not pending:
+        state = self.state
+        version = self.inventory.version()
+        if state.needs_rebuild(version):
+            nodes = await self.inventory.nodes()
+            state.rebuild(nodes, version, list(self.jobs.items.values()), list(self.queues.items.values()))
+        if not state.pending:
             self.last_result = CycleResult()
             return
-        result = run_cycle(inv, queues, pending, running, max_admissions=self.max_admissions, preempting=preempting)
+        result = run_cycle(
+            state.inv,
+            state.queues,
+            state.pending,
+            list(state.running.values()),
+            max_admissions=self.max_admissions,
+            preempting=frozenset(state.preempting),
+        )
+        # Before any write: the durable ADMITTED records come back through the index and count then.
+        state.undo_cycle(result)
         self.last_result = result
+        agents = state.agents
         for adm in result.admitted:
             job = self.jobs.items.get(adm.job_id)
             if job is None or job.status.state != states.PENDING:

@@ -14,7 +14,7 @@ from typing import Protocol
 from google.protobuf import json_format
 
 from mlmesh.api.fabric.v1 import node_pb2
-from mlmesh.common.kv import KvRepository
+from mlmesh.scheduler.adapters.kv_index import KvIndex
 from mlmesh.scheduler.convert import node_from_pb
 from mlmesh.scheduler.domain.model import Node
 
@@ -22,23 +22,26 @@ NODES_BUCKET = "nodes"
 
 
 class InventorySource(Protocol):
+    def version(self) -> object:
+        """Changes whenever the node list may have changed (cheap: asked every cycle)."""
+        ...
+
     async def nodes(self) -> list[Node]:
         """Every known node with `free` = its full capacity; the caller subtracts what jobs hold."""
         ...
 
 
 class KvInventory:
-    def __init__(self, repo: KvRepository[node_pb2.Node]):
-        self._repo = repo
+    """The fabric's node records, mirrored by a KV watch."""
+
+    def __init__(self, index: KvIndex[node_pb2.Node]):
+        self._index = index
+
+    def version(self) -> object:
+        return self._index.version
 
     async def nodes(self) -> list[Node]:
-        out = []
-        for key in await self._repo.keys():
-            try:
-                out.append(node_from_pb((await self._repo.get(key)).value))
-            except Exception:  # a node deleted between keys() and get()
-                continue
-        return out
+        return [node_from_pb(n) for n in self._index.items.values()]
 
 
 class FileInventory:
@@ -46,8 +49,11 @@ class FileInventory:
         self._path = path
         self._cache: tuple[float, list[node_pb2.Node]] | None = None
 
+    def version(self) -> object:
+        return self._path.stat().st_mtime
+
     async def nodes(self) -> list[Node]:
-        # Parsed again only when the file changes: the admission cycle asks for every pass.
+        # Parsed again only when the file changes.
         mtime = self._path.stat().st_mtime
         if self._cache is None or self._cache[0] != mtime:
             records = json.loads(self._path.read_text())

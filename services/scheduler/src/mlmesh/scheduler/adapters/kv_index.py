@@ -29,6 +29,7 @@ class KvIndex(Generic[M]):
         self.items: dict[str, M] = {}
         self.loaded = asyncio.Event()
         self.changed = asyncio.Event()  # set on every change; the controller clears it
+        self.version = 0  # bumped on every change, so a reader can tell whether to rebuild
         self._listeners: set[Listener] = set()
         self._task: asyncio.Task | None = None
 
@@ -59,6 +60,7 @@ class KvIndex(Generic[M]):
                 return
             self._set_revision(value, revision)
             self.items[key] = value
+        self.version += 1
         self.changed.set()
         for listener in list(self._listeners):
             try:

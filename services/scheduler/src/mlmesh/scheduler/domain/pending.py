@@ -54,6 +54,13 @@ class PendingQueues:
                 del self._levels[priority]
         return job
 
+    def get(self, job_id: str) -> PendingJob | None:
+        key = self._where.get(job_id)
+        if key is None:
+            return None
+        priority, queue = key
+        return self._levels[priority][queue][job_id]
+
     def __len__(self) -> int:
         return len(self._where)
 
