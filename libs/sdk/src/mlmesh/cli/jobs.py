@@ -36,7 +36,7 @@ from mlmesh.cli.output import CliError, console, err_console, print_table
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, RpcFailure, backoff_delays
 from mlmesh.sdk.jobspec import JobSpecError, load_job_spec
 
-jobs_app = typer.Typer(help="List, inspect, watch and cancel jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="List, inspect, watch and cancel jobs.", no_args_is_help=True, rich_markup_mode=None)
 
 TERMINAL = frozenset(
     {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED, job_pb2.JOB_STATE_SKIPPED}

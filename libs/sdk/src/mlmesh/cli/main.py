@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts contain [a-z0-9_-]; never read them as markup
 )
 
 StateDirOpt = Annotated[

@@ -24,7 +24,9 @@ from mlmesh.cli.output import CliError, console, print_table
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S
 from mlmesh.sdk.jobspec import parse_cpu, parse_memory
 
-queues_app = typer.Typer(help="Queues: each team's GPU/CPU/memory quota, with borrowing.", no_args_is_help=True)
+queues_app = typer.Typer(
+    help="Queues: each team's GPU/CPU/memory quota, with borrowing.", no_args_is_help=True, rich_markup_mode=None
+)
 
 NameArg = Annotated[str, typer.Argument(help="Queue name, [a-z0-9_-].", show_default=False)]
 GpusOpt = Annotated[int | None, typer.Option("--gpus", help="Nominal (guaranteed) GPUs.", min=0)]
