@@ -26,10 +26,8 @@ from mlmesh.scheduler.adapters.store import Lease, SchedulerStore
 from mlmesh.scheduler.adapters.trainer_client import TrainerClient
 from mlmesh.scheduler.domain import states
 from mlmesh.scheduler.domain.admission import run_cycle
-from mlmesh.scheduler.domain.model import Blocked, CycleResult, Level, Placement, PriorityClassInfo
+from mlmesh.scheduler.domain.model import CycleResult, PriorityClassInfo
 from mlmesh.scheduler.domain.pipeline import descendants
-from mlmesh.scheduler.domain.placement import Inventory
-from mlmesh.scheduler.domain.validation import WORKER_KINDS
 from mlmesh.scheduler.job_factory import build_child
 from mlmesh.scheduler.scheduling_state import SchedulingState
 from mlmesh.scheduler.transitions import Transitioner, now_ts
@@ -39,10 +37,6 @@ log = logging.getLogger("mlmesh.scheduler.controller")
 R = run_pb2.RunState
 REPUBLISH_WINDOW_S = 110.0  # inside JetStream's 120 s duplicate window
 COALESCE_S = 0.01
-
-
-def ts_ns(ts) -> int:
-    return ts.seconds * 1_000_000_000 + ts.nanos
 
 
 def child_job_id(parent_id: str, step: str) -> str:
@@ -75,7 +69,6 @@ class Controller:
         self.max_admissions = max_admissions
         self.transitions = Transitioner(store, jobs, publisher, may_write=lease.valid)
         self.last_result = CycleResult()
-        self.last_rejections: dict[str, Blocked] = {}
         self._task: asyncio.Task | None = None
         self._was_leader = False
         self._stop_sent: set[str] = set()
@@ -264,30 +257,11 @@ class Controller:
 
     # --- admission and preemption ----------------------------------------------------------------
 
-    async def build_inputs(self):
-        """The policy's inputs, rebuilt from durable state: nodes minus what held jobs use."""
-        nodes = await self.inventory.nodes()
-        agents = {n.id: n.agent_address for n in nodes}
-        inv = Inventory(nodes)
-        queues = {q.meta.id: convert.queue_state(q) for q in self.queues.items.values()}
-        running, pending, preempting = [], [], set()
-        for job in self.jobs.items.values():
-            st = job.status.state
-            if st in states.HOLDING and job.status.placement.nodes:
-                rj = convert.running_job(job, self.priority_of(job).value, ts_ns(job.status.admit_time))
-                try:
-                    inv.reserve(Placement(rj.placement, Level.UNSPECIFIED, 0.0), rj.per_worker)
-                except (KeyError, ValueError):
-                    log.warning("job %s holds resources on an unknown node", job.meta.id)
-                running.append(rj)
-                if rj.queue in queues:
-                    queues[rj.queue].used = queues[rj.queue].used + rj.usage
-                if st == states.PREEMPTED:
-                    preempting.add(job.meta.id)
-            elif st == states.PENDING and job.spec.kind in WORKER_KINDS and self.deps_ok(job):
-                pc = self.priority_of(job)
-                pending.append(convert.pending_job(job, pc, ts_ns(job.meta.create_time)))
-        return inv, queues, pending, running, frozenset(preempting), agents
+    async def fresh_state(self) -> SchedulingState:
+        """Policy inputs rebuilt from the indexes, apart from the live ones: for dry runs (Explain)."""
+        state = SchedulingState(self.priority_of, self.deps_ok, self._children_of)
+        state.rebuild(await self.inventory.nodes(), None, list(self.jobs.items.values()), self.queues.items.values())
+        return state
 
     async def _admit(self) -> None:
         state = self.state

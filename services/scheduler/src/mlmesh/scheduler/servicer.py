@@ -76,7 +76,7 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         self.c = controller
         self.trainer = trainer
         # API writes do not need the lease: they are CAS on one job, like any client's.
-        self.tx = Transitioner(controller.store, controller.jobs, controller.transitions._publisher)
+        self.tx = Transitioner(controller.store, controller.jobs, controller.transitions.publisher)
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -293,13 +293,20 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         if not self.c.deps_ok(job):
             out.blockers.add(kind=api.BLOCKER_KIND_DEPENDENCIES, message="waiting for upstream pipeline steps")
             return
-        inv, queues, pending, running, preempting, _ = await self.c.build_inputs()
-        mine = sorted((p for p in pending if p.queue == job.spec.queue), key=lambda p: (-p.priority, p.seq))
+        state = await self.c.fresh_state()
+        mine = sorted((p for p in state.pending if p.queue == job.spec.queue), key=lambda p: (-p.priority, p.seq))
         out.queue_length = len(mine)
         out.queue_position = next((i + 1 for i, p in enumerate(mine) if p.id == job.meta.id), 0)
         blocked: Blocked | None = self.c.last_result.blocked.get(job.meta.id) if self.c.is_leader else None
         if blocked is None:  # not the leader, or decided since: a dry run over current state
-            blocked = run_cycle(inv, queues, pending, running, preempting=preempting).blocked.get(job.meta.id)
+            result = run_cycle(
+                state.inv,
+                state.queues,
+                state.pending,
+                list(state.running.values()),
+                preempting=frozenset(state.preempting),
+            )
+            blocked = result.blocked.get(job.meta.id)
         if blocked is None:
             out.blockers.add(kind=api.BLOCKER_KIND_QUEUE_ORDER, message="admissible; the next cycle admits it")
             return
@@ -434,17 +441,21 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
 
     async def DeleteQueue(self, request: api.DeleteQueueRequest, context) -> api.DeleteQueueResponse:
         current_identity().require_role(ROLE_ADMIN)
-        current = await self.c.store.queues.get(_check_id(request.name, "name"))
+        await self._delete_unused(self.c.store.queues, self.c.queues, request.name, "queue", "queue")
+        return api.DeleteQueueResponse()
+
+    async def _delete_unused(self, repo, index, name: str, what: str, spec_field: str) -> None:
+        """Delete a queue or priority class that no unfinished job refers to (CAS on its revision)."""
+        current = await repo.get(_check_id(name, "name"))
         live = [
             j.meta.id
             for j in self.c.jobs.items.values()
-            if j.spec.queue == request.name and j.status.state not in states.TERMINAL
+            if getattr(j.spec, spec_field) == name and j.status.state not in states.TERMINAL
         ]
         if live:
-            raise FailedPrecondition(f"queue {request.name} still has {len(live)} unfinished jobs, e.g. {live[0]}")
-        await self.c.store.queues.delete(request.name, revision=current.revision)
-        self.c.queues.apply(request.name, None)
-        return api.DeleteQueueResponse()
+            raise FailedPrecondition(f"{what} {name} is used by {len(live)} unfinished jobs, e.g. {live[0]}")
+        await repo.delete(name, revision=current.revision)
+        index.apply(name, None)
 
     # --- priority classes ----------------------------------------------------------------------
 
@@ -505,16 +516,9 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
 
     async def DeletePriorityClass(self, request, context) -> api.DeletePriorityClassResponse:
         current_identity().require_role(ROLE_ADMIN)
-        current = await self.c.store.priority_classes.get(_check_id(request.name, "name"))
-        live = [
-            j.meta.id
-            for j in self.c.jobs.items.values()
-            if j.spec.priority_class == request.name and j.status.state not in states.TERMINAL
-        ]
-        if live:
-            raise FailedPrecondition(f"priority class {request.name} is used by {len(live)} unfinished jobs")
-        await self.c.store.priority_classes.delete(request.name, revision=current.revision)
-        self.c.priority_classes.apply(request.name, None)
+        await self._delete_unused(
+            self.c.store.priority_classes, self.c.priority_classes, request.name, "priority class", "priority_class"
+        )
         return api.DeletePriorityClassResponse()
 
 

@@ -68,11 +68,11 @@ class Transitioner:
     ):
         self._store = store
         self._index = index
-        self._publisher = publisher
+        self.publisher = publisher
         self._may_write = may_write
 
     async def publish(self, job: job_pb2.Job) -> None:
-        await self._publisher.publish(
+        await self.publisher.publish(
             state_subject(job), state_event(job), ce_subject=job.meta.id, event_id=f"{job.meta.id}-{job.meta.revision}"
         )
 
