@@ -14,9 +14,10 @@ from mlmesh.common.errors import AlreadyExists
 from mlmesh.common.events import Consumer
 from mlmesh.common.grpc_server import Runtime
 from mlmesh.common.kv import KvRepository
+from mlmesh.common.kv_index import KvIndex
+from mlmesh.common.lease import Lease
 from mlmesh.scheduler.adapters.inventory import NODES_BUCKET, FileInventory, KvInventory
-from mlmesh.scheduler.adapters.kv_index import KvIndex
-from mlmesh.scheduler.adapters.store import Lease, SchedulerStore
+from mlmesh.scheduler.adapters.store import SchedulerStore
 from mlmesh.scheduler.adapters.trainer_client import TrainerClient
 from mlmesh.scheduler.controller import Controller
 from mlmesh.scheduler.job_factory import DEFAULT_PRIORITY_CLASSES

@@ -19,10 +19,11 @@ from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.common.errors import Conflict, FailedPrecondition, MlmeshError, NotFound, Unavailable
 from mlmesh.common.events import Event, EventPublisher
+from mlmesh.common.kv_index import KvIndex
+from mlmesh.common.lease import Lease
 from mlmesh.scheduler import convert
 from mlmesh.scheduler.adapters.inventory import InventorySource
-from mlmesh.scheduler.adapters.kv_index import KvIndex
-from mlmesh.scheduler.adapters.store import Lease, SchedulerStore
+from mlmesh.scheduler.adapters.store import SchedulerStore
 from mlmesh.scheduler.adapters.trainer_client import TrainerClient
 from mlmesh.scheduler.domain import states
 from mlmesh.scheduler.domain.admission import run_cycle

@@ -16,7 +16,7 @@ from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.common.errors import Unavailable
 from mlmesh.common.events import EventPublisher
-from mlmesh.scheduler.adapters.kv_index import KvIndex
+from mlmesh.common.kv_index import KvIndex
 from mlmesh.scheduler.adapters.store import SchedulerStore
 from mlmesh.scheduler.domain import states
 

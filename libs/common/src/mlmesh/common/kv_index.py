@@ -1,7 +1,7 @@
 """An in-memory mirror of a KV bucket, kept current by a KV watch.
 
-Every replica keeps one for jobs, queues and priority classes: reads (Get/List/Explain), the
-admission cycle and WatchJobs all work from it, and a restarted replica rebuilds it from KV alone.
+Replicas read from it instead of KV (the scheduler's jobs, queues and priority classes; the
+fabric's nodes), get change notifications from it, and rebuild it from KV alone after a restart.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from mlmesh.common.kv import KvRepository
 
-log = logging.getLogger("mlmesh.scheduler.index")
+log = logging.getLogger("mlmesh.kv_index")
 
 M = TypeVar("M", bound=Message)
 Listener = Callable[[M | None, M | None], None]  # (before, after)
