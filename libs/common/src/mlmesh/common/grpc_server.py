@@ -56,6 +56,9 @@ class Runtime:
     verifier: TokenVerifier
     health: health.aio.HealthServicer
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run once the server is bound and SERVING: e.g. a node agent registers its address then.
+    on_serving: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    port: int = 0  # the bound gRPC port, set before on_serving runs
 
 
 Register = Callable[[Runtime], Awaitable[Iterable[str]]]
@@ -157,7 +160,7 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    port = _bind(server, settings.host, settings.grpc_port)
+    port = runtime.port = _bind(server, settings.host, settings.grpc_port)
     metrics_server, metrics_port = None, -1
     if settings.metrics_port >= 0:
         try:
@@ -170,6 +173,8 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
     await server.start()
     for svc in ["", *names]:
         await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    for hook in runtime.on_serving:
+        await hook()
     info = {"service": name, "pid": os.getpid(), "grpc_port": port, "metrics_port": metrics_port}
     if settings.ready_file:
         write_ready_file(settings.ready_file, info)

@@ -1,20 +1,60 @@
-"""Wiring of the fabric service: what it registers on the shared gRPC server bootstrap.
+"""Wiring of the fabric service: node inventory (KV), heartbeat intake, liveness monitor, API."""
 
-The service API itself (Fabric's RPCs) is built in its own issue; until then the process serves
-gRPC health and reflection, and holds its NATS connection and state buckets.
-"""
+from __future__ import annotations
 
+import logging
+import os
+import socket
 from collections.abc import Iterable
 
-from mlmesh.common.grpc_server import Runtime
-from mlmesh.common.kv import open_bucket
+from google.protobuf import wrappers_pb2
 
-KV_BUCKETS = ("nodes",)
+from mlmesh.api.events.v1 import events_pb2
+from mlmesh.api.fabric.v1 import fabric_service_pb2, fabric_service_pb2_grpc, node_pb2
+from mlmesh.common.events import decode_event
+from mlmesh.common.grpc_server import Runtime
+from mlmesh.common.kv import KvRepository
+from mlmesh.common.kv_index import KvIndex
+from mlmesh.common.lease import Lease
+from mlmesh.fabric.monitor import LivenessMonitor
+from mlmesh.fabric.registry import NODES_BUCKET, NodeRegistry
+from mlmesh.fabric.servicer import FabricServicer
+from mlmesh.fabric.settings import FabricSettings
+
+log = logging.getLogger("mlmesh.fabric")
+SERVICE_NAME = fabric_service_pb2.DESCRIPTOR.services_by_name["FabricService"].full_name
+HEARTBEATS = "mlmesh.fabric.nodes.*.heartbeat"
+
+
+def _set_revision(node: node_pb2.Node, revision: int) -> None:
+    node.revision = revision
 
 
 async def register(runtime: Runtime) -> Iterable[str]:
-    # Durable state lives in JetStream KV; open (and on first start create) the buckets now, so a
-    # broken NATS fails the start rather than the first request.
-    for bucket in KV_BUCKETS:
-        await open_bucket(runtime.js, bucket)
-    return []
+    settings: FabricSettings = runtime.settings  # type: ignore[assignment]
+    repo = await KvRepository.open(runtime.js, NODES_BUCKET, node_pb2.Node, "node", history=5)
+    index = KvIndex(repo, _set_revision)
+    await index.start()
+    runtime.on_shutdown.append(index.stop)
+    registry = NodeRegistry(repo, index, runtime.publisher)
+
+    async def on_heartbeat(msg) -> None:
+        # Every replica listens (plain subscription, not a queue group), so whichever holds the
+        # lease next already knows who is alive.
+        try:
+            hb = decode_event(msg, events_pb2.NodeHeartbeat).data
+        except Exception:
+            log.warning("undecodable heartbeat on %s", msg.subject)
+            return
+        registry.heartbeat(hb.node_id, hb.incarnation, hb.utilization if hb.HasField("utilization") else None)
+
+    sub = await runtime.nc.subscribe(HEARTBEATS, cb=on_heartbeat)
+    runtime.on_shutdown.append(sub.unsubscribe)
+    lease_repo = await KvRepository.open(runtime.js, "fabric_lease", wrappers_pb2.StringValue, "lease", history=1)
+    lease = Lease(lease_repo, settings.replica_id or f"{socket.gethostname()}-{os.getpid()}", settings.lease_ttl_s)
+    monitor = LivenessMonitor(registry, lease, settings.heartbeat_interval_s, settings.missed_heartbeats)
+    await monitor.start()
+    runtime.on_shutdown.append(monitor.stop)
+    servicer = FabricServicer(registry, settings.heartbeat_interval_s)
+    fabric_service_pb2_grpc.add_FabricServiceServicer_to_server(servicer, runtime.server)
+    return [SERVICE_NAME]

@@ -26,6 +26,7 @@ from mlmesh.common.errors import (
     QuotaExceeded,
     TooLarge,
 )
+from mlmesh.common.labels import label_match
 from mlmesh.scheduler import convert
 from mlmesh.scheduler.adapters.trainer_client import TrainerClient
 from mlmesh.scheduler.controller import Controller
@@ -48,23 +49,6 @@ def _check_id(value: str, field: str) -> str:
     if not ID.fullmatch(value or ""):
         raise InvalidArgument.field(field, "must be 1-63 characters of [a-z0-9_-]")
     return value
-
-
-def label_match(labels, selector: common_pb2.LabelSelector) -> bool:
-    for k, v in selector.match_labels.items():
-        if labels.get(k) != v:
-            return False
-    for e in selector.match_expressions:
-        has, value = e.key in labels, labels.get(e.key)
-        op = e.operator
-        if (
-            (op == common_pb2.LABEL_OPERATOR_IN and value not in e.values)
-            or (op == common_pb2.LABEL_OPERATOR_NOT_IN and has and value in e.values)
-            or (op == common_pb2.LABEL_OPERATOR_EXISTS and not has)
-            or (op == common_pb2.LABEL_OPERATOR_DOES_NOT_EXIST and has)
-        ):
-            return False
-    return True
 
 
 def _sort_key(job: job_pb2.Job) -> tuple[int, str]:

@@ -1,1 +1,1 @@
-"""Fabric policy as pure functions over plain data (no I/O): network tuning profiles."""
+"""Pure fabric logic: node states, liveness, topology and network tuning."""

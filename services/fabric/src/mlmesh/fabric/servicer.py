@@ -1,0 +1,99 @@
+"""FabricService: registration and heartbeats from agents, the node inventory, admin state
+changes, topology, network profiles and link benchmarks."""
+
+from __future__ import annotations
+
+from google.protobuf.duration_pb2 import Duration
+
+from mlmesh.api.fabric.v1 import fabric_service_pb2 as api
+from mlmesh.api.fabric.v1 import fabric_service_pb2_grpc, node_pb2
+from mlmesh.common.auth import ROLE_ADMIN, ROLE_SERVICE, current_identity
+from mlmesh.common.errors import InvalidArgument, NotFound
+from mlmesh.common.labels import label_match
+from mlmesh.fabric.domain import node_states as ns
+from mlmesh.fabric.domain import topology
+from mlmesh.fabric.registry import NodeRegistry
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+class FabricServicer(fabric_service_pb2_grpc.FabricServiceServicer):
+    def __init__(self, registry: NodeRegistry, heartbeat_interval_s: float, linkbench=None, network=None):
+        self.registry = registry
+        self.interval = Duration()
+        self.interval.FromNanoseconds(int(heartbeat_interval_s * 1e9))
+        self.linkbench = linkbench
+        self.network = network
+
+    async def RegisterNode(self, request, context) -> api.RegisterNodeResponse:
+        current_identity().require_role(ROLE_SERVICE)  # node agents hold service tokens
+        node = await self.registry.register(request.node)
+        return api.RegisterNodeResponse(node=node, incarnation=node.incarnation, heartbeat_interval=self.interval)
+
+    async def Heartbeat(self, request, context) -> api.HeartbeatResponse:
+        current_identity().require_role(ROLE_SERVICE)
+        util = request.utilization if request.HasField("utilization") else None
+        state, reregister = self.registry.heartbeat(request.node_id, request.incarnation, util)
+        return api.HeartbeatResponse(state=state, reregister_required=reregister)
+
+    async def GetNode(self, request, context) -> api.GetNodeResponse:
+        current_identity()  # nodes are cluster-wide: any authenticated caller may read them
+        return api.GetNodeResponse(node=self.registry.get(request.node_id))
+
+    async def ListNodes(self, request, context) -> api.ListNodesResponse:
+        current_identity()
+        size = request.page_size or DEFAULT_PAGE
+        if not 0 < size <= MAX_PAGE:
+            raise InvalidArgument.field("page_size", f"must be 1-{MAX_PAGE}")
+        wanted = set(request.states)
+        rows = sorted(
+            (
+                n
+                for n in self.registry.index.items.values()
+                if (not wanted or n.state in wanted)
+                and (not request.pool or n.labels.pool == request.pool)
+                and _labels_match(n, request.label_selector)
+                and n.id > request.page_token
+            ),
+            key=lambda n: n.id,
+        )
+        page = rows[:size]
+        token = page[-1].id if len(rows) > size else ""
+        return api.ListNodesResponse(nodes=[self.registry.with_live_fields(n) for n in page], next_page_token=token)
+
+    async def _admin(self, node_id: str, action: str, reason: str) -> node_pb2.Node:
+        ident = current_identity()
+        ident.require_role(ROLE_ADMIN)
+        if node_id not in self.registry.index.items:
+            raise NotFound(f"node {node_id} not found")
+        why = {"cordon": "AdminCordon", "drain": "AdminDrain", "uncordon": "AdminUncordon"}[action]
+        message = (reason or f"{action} by {ident.subject}")[:1024]
+        node = await self.registry.change_state(node_id, lambda d: ns.admin_transition(d, action), why, message)
+        return self.registry.with_live_fields(node)
+
+    async def Cordon(self, request, context) -> api.CordonResponse:
+        return api.CordonResponse(node=await self._admin(request.node_id, "cordon", request.reason))
+
+    async def Drain(self, request, context) -> api.DrainResponse:
+        return api.DrainResponse(node=await self._admin(request.node_id, "drain", request.reason))
+
+    async def Uncordon(self, request, context) -> api.UncordonResponse:
+        return api.UncordonResponse(node=await self._admin(request.node_id, "uncordon", ""))
+
+    async def GetTopology(self, request, context) -> api.GetTopologyResponse:
+        current_identity()
+        nodes = self.registry.index.items
+        missing = [n for n in request.node_ids if n not in nodes]
+        if missing:
+            raise NotFound(f"node {missing[0]} not found")
+        chosen = [nodes[n] for n in request.node_ids] if request.node_ids else list(nodes.values())
+        if request.include_pair_distances and len(chosen) > 2000:
+            raise InvalidArgument.field("include_pair_distances", "at most 2000 nodes (O(n^2) pairs)")
+        return api.GetTopologyResponse(topology=topology.build(chosen, pair_distances=request.include_pair_distances))
+
+
+def _labels_match(node: node_pb2.Node, selector) -> bool:
+    labels = dict(node.labels.extra)
+    labels.update({k: v for k in ("rack", "zone", "leaf_switch", "nvlink_domain") if (v := getattr(node.labels, k))})
+    return label_match(labels, selector)
