@@ -5,9 +5,11 @@ separate hosts on loopback, admin cordon/drain, topology."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,12 +93,9 @@ class Cluster:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            with_cont = proc.pid
-            if with_cont:
-                try:
-                    os.kill(with_cont, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-                except ProcessLookupError:
-                    pass
+            if proc.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
             proc.stop(grace=10)
 
 
@@ -203,7 +202,7 @@ def test_two_agents_cordon_drain_and_topology(cluster):
 
 def test_agent_without_fabric_address_fails_in_one_line(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
-    done = __import__("subprocess").run(
+    done = subprocess.run(
         [sys.executable, "-m", "mlmesh.fabric", "agent"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
