@@ -64,7 +64,7 @@ def test_up_status_down_leaves_nothing_behind(mesh_dir: Path):
     status = _run(["status", "--json"], mesh_dir)
     assert status.returncode == 0, status.stdout + status.stderr
     rows = json.loads(status.stdout)
-    assert len(rows) == 10 and all(r["healthy"] for r in rows)
+    assert len(rows) == 4 + len(SERVICES) and all(r["healthy"] for r in rows)
 
     again = _run(["up"], mesh_dir)
     assert again.returncode == 1 and "already running" in again.stderr

@@ -66,10 +66,14 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def read_text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 async def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        content = path.read_text() if path.exists() else ""
+        content = read_text(path)
         if text in content:
             return content
         await asyncio.sleep(0.05)
@@ -164,7 +168,10 @@ async def test_two_ranks_get_their_environment_a_log_each_and_exit_events(manage
 
 
 async def _until(predicate, interval: float = 0.02) -> None:
-    while not predicate():
+    """Poll until `predicate()` holds; callers bound it with asyncio.wait_for."""
+    while True:
+        if predicate():
+            return
         await asyncio.sleep(interval)
 
 

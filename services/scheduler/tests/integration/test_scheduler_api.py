@@ -318,3 +318,45 @@ async def test_queue_admin_and_priority_classes(harness):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.stub.GetQueue(api.GetQueueRequest(name="qa"), metadata=h.md(h.bob))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _node_event(h, node_id: str, to_state: int, incarnation: int = 1):
+    from mlmesh.api.fabric.v1 import node_pb2
+
+    nc = await events.connect(h.nats.url, "fake-fabric")
+    try:
+        pub = events.EventPublisher(nc.jetstream(), source="//mlmesh/fabric")
+        e = events_pb2.NodeStateChanged(
+            node_id=node_id, from_state=node_pb2.NODE_STATE_READY, to_state=to_state, incarnation=incarnation
+        )
+        await pub.publish(f"mlmesh.fabric.nodes.{node_id}.state", e, ce_subject=node_id)
+    finally:
+        await nc.close()
+
+
+async def test_node_lost_retries_its_jobs_and_draining_preempts_them(harness):
+    from mlmesh.api.fabric.v1 import node_pb2
+
+    h = harness
+    h.write_nodes([gpu_node("n0"), gpu_node("n1")])
+    await h.start_scheduler()
+    await h.create_queue("qa", "team-a", gpus=16)
+    spec = command_spec(name="victim", gpus=8)
+    spec.retry.max_retries = 2
+    spec.retry.initial_backoff.seconds = 30  # stays RETRYING while we look
+    job = await h.submit(spec)
+    job = await h.wait_state(job.meta.id, S.JOB_STATE_ADMITTED)
+    node = job.status.placement.nodes[0].node_id
+    await h.run_event(await h.get(job.meta.id), R.RUN_STATE_RUNNING)
+    await h.wait_state(job.meta.id, S.JOB_STATE_RUNNING)
+    await _node_event(h, node, node_pb2.NODE_STATE_NOT_READY)
+    lost = await h.wait_state(job.meta.id, S.JOB_STATE_RETRYING)
+    assert lost.status.failure_class == S.FAILURE_CLASS_NODE_LOST and lost.status.reason == "NodeLost"
+    assert not lost.status.placement.nodes  # its GPUs are free again
+
+    other = await h.submit(command_spec(name="mover", gpus=8))
+    other = await h.wait_state(other.meta.id, S.JOB_STATE_ADMITTED)
+    target = other.status.placement.nodes[0].node_id
+    await _node_event(h, target, node_pb2.NODE_STATE_DRAINING)
+    moved = await h.wait_state(other.meta.id, S.JOB_STATE_PREEMPTED)
+    assert moved.status.reason == "NodeDraining"

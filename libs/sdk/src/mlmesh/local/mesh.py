@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -36,10 +35,13 @@ ADMIN_TOKEN_TTL_S = 30 * 24 * 3600.0
 class ServiceSpec:
     name: str  # as in services/<name>
     module: str  # python -m mlmesh.<module>
+    args: tuple[str, ...] = ()
+    prefix: str = ""  # env prefix; default MLMESH_<MODULE>_
+    after_fabric: bool = False  # started once the fabric answers (it needs the fabric's address)
 
     @property
     def env_prefix(self) -> str:
-        return f"MLMESH_{self.module.upper()}_"
+        return self.prefix or f"MLMESH_{self.module.upper()}_"
 
 
 SERVICES = (
@@ -49,6 +51,9 @@ SERVICES = (
     ServiceSpec("trainer", "trainer"),
     ServiceSpec("inference-gateway", "gateway"),
     ServiceSpec("telemetry", "telemetry"),
+    # This host's node agent: it discovers the hardware and registers it with the fabric, which
+    # is where the scheduler finds the nodes it places jobs on.
+    ServiceSpec("fabric-agent", "fabric", args=("agent",), prefix="MLMESH_AGENT_", after_fabric=True),
 )
 
 # Infrastructure processes rename themselves (valkey) or run under wrappers; this is what their
@@ -94,7 +99,9 @@ def _auth_material(root: Path) -> dict[str, Path]:
     return paths
 
 
-def _service_env(svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path, inventory: Path) -> dict:
+def _service_env(
+    svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path, root: Path, fabric: str
+) -> dict:
     p = svc.env_prefix
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
     env.update(
@@ -109,26 +116,11 @@ def _service_env(svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], rea
             f"{p}LOG_LEVEL": os.environ.get("MLMESH_LOG_LEVEL", "INFO"),
         }
     )
-    if svc.module == "scheduler":
-        env[f"{p}INVENTORY_FILE"] = str(inventory)
+    if svc.after_fabric:
+        env[f"{p}FABRIC_ADDRESS"] = fabric
+        env[f"{p}LOG_DIR"] = str(root / "workers")
+        env[f"{p}ZONE"] = "local"
     return env
-
-
-def write_local_inventory(root: Path) -> Path:
-    """Until node agents (fabric) register real nodes, the local mesh schedules onto this host as
-    one CPU-only node: its cores and memory, as fabric.v1.Node proto3 JSON."""
-    pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    memory = pages * os.sysconf("SC_PAGE_SIZE") if pages else 8 << 30
-    node = {
-        "id": "local",
-        "hostname": socket.gethostname(),
-        "state": "NODE_STATE_READY",
-        "capacity": {"cpuMillis": str((os.cpu_count() or 1) * 1000), "memoryBytes": str(memory)},
-        "labels": {"pool": "NODE_POOL_ONPREM", "zone": "local"},
-    }
-    path = root / "inventory.json"
-    path.write_text(json.dumps([node], indent=2))
-    return path
 
 
 def grpc_healthy(target: str, timeout: float = 2.0) -> bool:
@@ -145,6 +137,19 @@ def _write_json(path: Path, data: dict) -> None:
     write_private(path, json.dumps(data, indent=2) + "\n")
 
 
+def _wait_healthy(svc: ServiceSpec, proc: ManagedProcess, ready: Path, timeout: float) -> dict:
+    wait_until(ready.is_file, timeout=timeout, what=f"{svc.name} to start", proc=proc)
+    info = json.loads(ready.read_text())
+    target = f"127.0.0.1:{info['grpc_port']}"
+    wait_until(lambda: grpc_healthy(target), timeout=timeout, what=f"{svc.name} health", proc=proc)
+    return {
+        "grpc": target,
+        "metrics_url": f"http://127.0.0.1:{info['metrics_port']}/metrics",
+        "pid": proc.pid,
+        "log": str(proc.log_path),
+    }
+
+
 def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: None) -> dict:
     """Start infra and services, wait until all are healthy, record endpoints. On any failure,
     stop what was started and raise InfraError."""
@@ -153,38 +158,32 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
         raise InfraError(f"a mesh is already running from {root}; run `mlmesh down` first")
     root.mkdir(parents=True, exist_ok=True)
     auth = _auth_material(root)
-    inventory = write_local_inventory(root)
     infra = LocalInfra(root, COMPONENTS, tie_to_parent=False)
     procs: list[tuple[ServiceSpec, ManagedProcess, Path]] = []
     try:
         infra.start(timeout=timeout, on_progress=on_progress)
-        for svc in SERVICES:
-            ready = root / "run" / f"{svc.name}.ready.json"
-            ready.unlink(missing_ok=True)
-            proc = ManagedProcess(
-                svc.name,
-                [sys.executable, "-m", f"mlmesh.{svc.module}"],
-                log_path=root / "logs" / f"{svc.name}.log",
-                env=_service_env(svc, infra, auth, ready, inventory),
-                cwd=root,
-                tie_to_parent=False,
-            )
-            proc.start()
-            procs.append((svc, proc, ready))
-            on_progress(f"started {svc.name} (pid {proc.pid})")
-        services = {}
-        for svc, proc, ready in procs:  # they start concurrently; wait for each in turn
-            wait_until(ready.is_file, timeout=timeout, what=f"{svc.name} to start", proc=proc)
-            info = json.loads(ready.read_text())
-            target = f"127.0.0.1:{info['grpc_port']}"
-            wait_until(lambda t=target: grpc_healthy(t), timeout=timeout, what=f"{svc.name} health", proc=proc)
-            services[svc.name] = {
-                "grpc": target,
-                "metrics_url": f"http://127.0.0.1:{info['metrics_port']}/metrics",
-                "pid": proc.pid,
-                "log": str(proc.log_path),
-            }
-            on_progress(f"{svc.name} healthy on {target}")
+        services: dict[str, dict] = {}
+        for phase in (False, True):  # the services, then what needs the fabric's address
+            started = []
+            for svc in (s for s in SERVICES if s.after_fabric == phase):
+                ready = root / "run" / f"{svc.name}.ready.json"
+                ready.unlink(missing_ok=True)
+                fabric = services.get("fabric", {}).get("grpc", "")
+                proc = ManagedProcess(
+                    svc.name,
+                    [sys.executable, "-m", f"mlmesh.{svc.module}", *svc.args],
+                    log_path=root / "logs" / f"{svc.name}.log",
+                    env=_service_env(svc, infra, auth, ready, root, fabric),
+                    cwd=root,
+                    tie_to_parent=False,
+                )
+                proc.start()
+                procs.append((svc, proc, ready))
+                started.append((svc, proc, ready))
+                on_progress(f"started {svc.name} (pid {proc.pid})")
+            for svc, proc, ready in started:  # they start concurrently; wait for each in turn
+                services[svc.name] = _wait_healthy(svc, proc, ready, timeout)
+                on_progress(f"{svc.name} healthy on {services[svc.name]['grpc']}")
     except BaseException:
         for _svc, proc, _ready in reversed(procs):
             proc.stop(grace=10)

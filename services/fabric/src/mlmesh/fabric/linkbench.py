@@ -10,7 +10,7 @@ JSON line:
                    "algbw_gbps", "busbw_gbps"}}
 
 Bandwidths are in GB/s (1e9 bytes per second), as nccl-tests reports them: algbw = size / time,
-busbw = algbw × 2(n−1)/n, the per-link traffic of a ring all-reduce over n ranks.
+busbw = algbw * 2(n-1)/n, the per-link traffic of a ring all-reduce over n ranks.
 
 torch is imported inside `main`, so the fabric package imports without it.
 """

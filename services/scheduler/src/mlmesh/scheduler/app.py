@@ -95,7 +95,18 @@ async def register(runtime: Runtime) -> Iterable[str]:
             max_deliver=-1,
         )
 
-    controller.run_events_factory = run_events
+    def node_events() -> Consumer:
+        return Consumer(
+            runtime.js,
+            stream="MLMESH_FABRIC",
+            durable="scheduler-node-events",
+            filter_subject="mlmesh.fabric.nodes.*.state",
+            message_type=events_pb2.NodeStateChanged,
+            handler=controller.on_node_event,
+            max_deliver=-1,
+        )
+
+    controller.consumer_factories = [run_events, node_events]
     await controller.start()
     runtime.on_shutdown.append(controller.stop)  # hooks run in reverse: the lease is released first
     servicer = SchedulerServicer(controller, trainer)

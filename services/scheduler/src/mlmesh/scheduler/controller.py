@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 
 from mlmesh.api.events.v1 import events_pb2
+from mlmesh.api.fabric.v1 import node_pb2
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.common.errors import Conflict, FailedPrecondition, MlmeshError, NotFound, Unavailable
@@ -36,6 +37,7 @@ from mlmesh.scheduler.transitions import Transitioner, now_ts
 log = logging.getLogger("mlmesh.scheduler.controller")
 
 R = run_pb2.RunState
+NODE_NOT_READY, NODE_DRAINING = node_pb2.NODE_STATE_NOT_READY, node_pb2.NODE_STATE_DRAINING
 REPUBLISH_WINDOW_S = 110.0  # inside JetStream's 120 s duplicate window
 COALESCE_S = 0.01
 
@@ -74,8 +76,9 @@ class Controller:
         self._was_leader = False
         self._stop_sent: set[str] = set()
         self._dispatch_after: dict[str, float] = {}
-        self.run_events_factory = None  # () -> Consumer, set by the app
-        self._run_events = None
+        # () -> Consumer, set by the app: run events and node events, consumed by the leader only.
+        self.consumer_factories: list = []
+        self._consumers: list = []
         self.state = SchedulingState(self.priority_of, self.deps_ok, self._children_of)
         jobs.subscribe(self.state.on_job_change)
         queues.subscribe(self._mark_dirty)
@@ -101,14 +104,14 @@ class Controller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._stop_run_events()
+        await self._stop_consumers()
         with contextlib.suppress(Exception):
             await self.lease.release()
 
-    async def _stop_run_events(self) -> None:
-        if self._run_events is not None:
-            await self._run_events.stop()
-            self._run_events = None
+    async def _stop_consumers(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        self._consumers = []
 
     async def _loop(self) -> None:
         while True:
@@ -132,16 +135,17 @@ class Controller:
         if not await self.lease.acquire_or_renew():
             if self._was_leader:
                 log.warning("lost the scheduler lease")
-                await self._stop_run_events()
+                await self._stop_consumers()
             self._was_leader = False
             return
         if not self._was_leader:
             log.info("acquired the scheduler lease", extra={"holder": self.lease.holder})
             self._was_leader = True
             await self._republish_recent()
-            if self.run_events_factory is not None:
-                self._run_events = self.run_events_factory()
-                await self._run_events.start()
+            for factory in self.consumer_factories:
+                consumer = factory()
+                await consumer.start()
+                self._consumers.append(consumer)
         await self._release_retries()
         await self._advance_pipelines()
         await self._admit()
@@ -377,6 +381,48 @@ class Controller:
             elif st in (states.ADMITTED, states.RUNNING):
                 e.failure_class = e.failure_class or job_pb2.FAILURE_CLASS_INFRASTRUCTURE
                 await self._fail(job, e)
+
+    # --- the fabric's node events ----------------------------------------------------------------
+
+    async def on_node_event(self, event: Event[events_pb2.NodeStateChanged]) -> None:
+        """A dead node fails its jobs' attempts (retried as NODE_LOST); a draining node's jobs are
+        preempted with a checkpoint, so they move elsewhere."""
+        if not self.is_leader:
+            raise Unavailable("not the leader; redeliver")
+        e = event.data
+        if e.to_state not in (NODE_NOT_READY, NODE_DRAINING):
+            return
+        on_node = [
+            j
+            for j in list(self.jobs.items.values())
+            if j.status.state in states.HOLDING and any(n.node_id == e.node_id for n in j.status.placement.nodes)
+        ]
+        for job in on_node:
+            if e.to_state == NODE_DRAINING:
+                if job.status.state in (states.ADMITTED, states.RUNNING):
+                    await self._try_move(
+                        job,
+                        states.PREEMPTED,
+                        "NodeDraining",
+                        f"node {e.node_id} is draining",
+                        edit=lambda j: setattr(j.status, "failure_class", job_pb2.FAILURE_CLASS_PREEMPTED),
+                    )
+                continue
+            if job.status.state == states.PREEMPTED:
+                # Its stop can never be confirmed by a dead node: requeue it now.
+                await self._try_move(job, states.PENDING, "NodeLost", f"node {e.node_id} is not ready")
+                continue
+            lost = events_pb2.RunStateChanged(
+                job_id=job.meta.id,
+                attempt=job.status.attempt,
+                failure_class=job_pb2.FAILURE_CLASS_NODE_LOST,
+                message=f"node {e.node_id} is not ready ({e.message})",
+            )
+            run_id = job.status.run_id
+            await self._fail(job, lost)
+            if run_id and self.trainer is not None:
+                with contextlib.suppress(Exception):  # the workers left on live nodes must stop
+                    await self.trainer.stop_run(run_id, checkpoint=False, reason="NodeLost")
 
     async def _fail(self, job: job_pb2.Job, e: events_pb2.RunStateChanged) -> None:
         fc = e.failure_class or job_pb2.FAILURE_CLASS_INFRASTRUCTURE

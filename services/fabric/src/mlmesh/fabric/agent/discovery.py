@@ -390,7 +390,7 @@ def load_nvml(module: Any = None) -> Any | None:
         return None
     if module is None:
         try:
-            import pynvml as module  # noqa: PLC0415 - optional dependency, imported lazily
+            import pynvml as module  # optional dependency, imported lazily
         except ImportError:
             return None
     try:
@@ -532,9 +532,7 @@ def _nvlinks(nvml: Any, handle: Any, local: set[str]) -> _Links:
     return out
 
 
-def _health(
-    nvml: Any, handle: Any, xids: list[int] | None
-) -> node_pb2.DeviceHealth:
+def _health(nvml: Any, handle: Any, xids: list[int] | None) -> node_pb2.DeviceHealth:
     notes: list[str] = []
     healthy = True
     volatile = getattr(nvml, "NVML_VOLATILE_ECC", 0)
@@ -671,7 +669,7 @@ def _labels(cfg: LabelConfig) -> node_pb2.NodeLabels:
 def _agent_version(config: DiscoveryConfig) -> str:
     if config.agent_version:
         return config.agent_version
-    from importlib import metadata  # noqa: PLC0415
+    from importlib import metadata
 
     try:
         return metadata.version("mlmesh-fabric")

@@ -67,7 +67,7 @@ class NodeAgentServicer(node_agent_service_pb2_grpc.NodeAgentServiceServicer):
         subject_token(request.run_id, "run_id")
         worker = self.manager.get(request.run_id, request.rank)
         try:
-            f = open(worker.log_path, "rb")  # noqa: SIM115 (closed below, across yields)
+            f = await asyncio.to_thread(open, worker.log_path, "rb")  # closed below, across yields
         except FileNotFoundError:
             raise NotFound(f"the log of rank {request.rank} of run {request.run_id} is gone") from None
         try:

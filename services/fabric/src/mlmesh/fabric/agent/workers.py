@@ -255,8 +255,9 @@ class WorkerManager:
         specs: list[tuple[api.WorkerLaunch, Path]] = []
         for i, w in enumerate(request.workers):
             at = f"workers[{i}]"
+            repeated = w.rank in ranks
             if check(0 <= w.rank < max(request.world_size, 0), f"{at}.rank", f"must be in [0, {request.world_size})"):
-                check(w.rank not in ranks, f"{at}.rank", f"rank {w.rank} appears more than once")
+                check(not repeated, f"{at}.rank", f"rank {w.rank} appears more than once")
                 ranks.add(w.rank)
             check(w.local_rank >= 0, f"{at}.local_rank", "must be >= 0")
             check(
@@ -273,7 +274,10 @@ class WorkerManager:
             checkable = bool(w.log_path) or run_ok  # the default path is built from run_id
             path = self._log_path(w.log_path, request.run_id, w.rank) if checkable else None
             if checkable and check(path is not None, f"{at}.log_path", f"must be a file inside {self.log_dir}"):
-                check(path not in paths, f"{at}.log_path", "used by more than one worker")
+                # A repeated rank's default path repeats too; that is one problem, named once.
+                check(
+                    path not in paths or (repeated and not w.log_path), f"{at}.log_path", "used by more than one worker"
+                )
                 paths.add(path)
             specs.append((w, path))
         if bad:

@@ -39,14 +39,15 @@ DEFAULT_RTT_S = {IB: 5e-6, ROCE: 10e-6, TCP: 50e-6}
 _GDR_LEVELS = ("LOC", "PIX", "PXB", "PHB", "SYS")
 _NCCL_DEFAULT_BUFFSIZE = 4 << 20
 _MIN_SOCKET_BUFFER = 4 << 20
-_MAX_SOCKETS = 64  # NCCL caps NCCL_SOCKET_NTHREADS × NCCL_NSOCKS_PERTHREAD at 64
+_MAX_SOCKETS = 64  # NCCL caps NCCL_SOCKET_NTHREADS x NCCL_NSOCKS_PERTHREAD at 64
 
 
 def bdp_bytes(link_mbps: float, rtt_s: float) -> int:
-    """Bandwidth-delay product in bytes: link_mbps × 10^6 bit/s × rtt_s / 8, rounded up."""
+    """Bandwidth-delay product in bytes: link_mbps x 10^6 bit/s x rtt_s / 8, rounded up."""
     if link_mbps < 0 or rtt_s < 0:
         raise ValueError("link speed and round-trip time must be non-negative")
-    return math.ceil(link_mbps * 1_000_000 * rtt_s / 8)
+    # round away float noise (400 Gb/s x 5 us is 250000.00000000003 bytes) before rounding up
+    return math.ceil(round(link_mbps * 1_000_000 * rtt_s / 8, 6))
 
 
 def socket_buffer_bytes(link_mbps: float, rtt_s: float) -> int:
@@ -178,10 +179,7 @@ def supported_transports(node: node_pb2.Node) -> list[int]:
 
 
 def _aggregate_mbps(node: node_pb2.Node, transport: int) -> int:
-    if transport in (IB, ROCE):
-        nics = _rdma_ports(node.nics, _NIC_KIND[transport])
-    else:
-        nics = _socket_nics(node.nics)
+    nics = _rdma_ports(node.nics, _NIC_KIND[transport]) if transport in (IB, ROCE) else _socket_nics(node.nics)
     return sum(n.speed_mbps for n in nics)
 
 
