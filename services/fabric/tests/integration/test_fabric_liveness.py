@@ -67,7 +67,14 @@ class Cluster:
 
     def start_fabric(self) -> None:
         ready = self.tmp / "fabric.ready"
-        env = self._env("MLMESH_FABRIC_", ready_file=ready, heartbeat_interval_s=1, missed_heartbeats=3, lease_ttl_s=3)
+        env = self._env(
+            "MLMESH_FABRIC_",
+            ready_file=ready,
+            heartbeat_interval_s=1,
+            missed_heartbeats=3,
+            lease_ttl_s=3,
+            service_token_file=self.tmp / "agent.token",  # the fabric calls agents for link benchmarks
+        )
         self._start("fabric", [sys.executable, "-m", "mlmesh.fabric"], env, ready)
         self.fabric_port = json.loads(ready.read_text())["grpc_port"]
 
@@ -207,3 +214,66 @@ def test_agent_without_fabric_address_fails_in_one_line(tmp_path: Path):
     )
     assert done.returncode == 2
     assert "MLMESH_AGENT_FABRIC_ADDRESS" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(180)
+def test_benchmark_links_runs_a_real_allreduce_between_two_agents(cluster):
+    c = cluster
+    for node_id in ("bench-a", "bench-b"):
+        c.start_agent(node_id, zone="z1")
+    channel, stub = c.stub()
+    md, admin = c.md(c.user), c.md(c.admin)
+    for node_id in ("bench-a", "bench-b"):
+        _wait_node(stub, md, node_id, lambda n: n.state == READY)
+    request = api.BenchmarkLinksRequest(
+        node_ids=["bench-a", "bench-b"], message_size_bytes=1 << 20, iterations=5, backend="gloo"
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        stub.BenchmarkLinks(request, metadata=md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    results = stub.BenchmarkLinks(request, metadata=admin, timeout=150).results
+    assert len(results) == 1 and not results[0].error, results[0].error
+    link = results[0]
+    assert (link.node_a, link.node_b, link.backend, link.iterations) == ("bench-a", "bench-b", "gloo", 5)
+    assert link.bus_bandwidth_bytes_per_second > 0 and link.latency_microseconds > 0
+    bad = api.BenchmarkLinksRequest(node_ids=["bench-a", "ghost"], message_size_bytes=10)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.BenchmarkLinks(bad, metadata=admin)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    channel.close()
+
+
+def _cli(c: Cluster, token: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
+    env.update({"MLMESH_FABRIC_ADDR": f"127.0.0.1:{c.fabric_port}", "MLMESH_TOKEN": token})
+    return subprocess.run(
+        [sys.executable, "-m", "mlmesh.cli.main", "nodes", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.timeout(180)
+def test_nodes_cli(cluster):
+    c = cluster
+    for node_id in ("cli-a", "cli-b"):
+        c.start_agent(node_id, zone="z9")
+    channel, stub = c.stub()
+    for node_id in ("cli-a", "cli-b"):
+        _wait_node(stub, c.md(c.user), node_id, lambda n: n.state == READY)
+    listed = _cli(c, c.user, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [n["id"] for n in json.loads(listed.stdout)] == ["cli-a", "cli-b"]
+    got = _cli(c, c.user, "get", "cli-a", "--json")
+    assert json.loads(got.stdout)["labels"]["zone"] == "z9"
+    denied = _cli(c, c.user, "cordon", "cli-a")
+    assert denied.returncode == 1 and denied.stderr.startswith("error: permission_denied")
+    assert "cordoned" in _cli(c, c.admin, "cordon", "cli-a", "--reason", "maintenance").stdout
+    assert "ready" in _cli(c, c.admin, "uncordon", "cli-a").stdout
+    missing = _cli(c, c.user, "get", "nope")
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+    bench = _cli(
+        c, c.admin, "bench", "cli-a", "cli-b", "--size", "1Mi", "--iterations", "3", "--backend", "gloo", "--json"
+    )
+    assert bench.returncode == 0, bench.stderr
+    (link,) = json.loads(bench.stdout)
+    assert link["bus_bandwidth_bytes_per_second"] > 0 and not link.get("error")
+    channel.close()

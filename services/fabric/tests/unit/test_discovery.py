@@ -238,6 +238,8 @@ def test_discovers_this_cpu_only_host() -> None:
     assert node.capacity.memory_bytes == node.host.memory_bytes
     assert node.labels.pool == common_pb2.NODE_POOL_ONPREM
     assert all(n.name != "lo" for n in node.nics)
+    if node.host.numa_nodes == 1:
+        assert all(n.numa_node == 0 for n in node.nics)
     assert node.agent_version
     node.SerializeToString()
 

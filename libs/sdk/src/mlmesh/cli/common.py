@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from mlmesh.cli.output import print_json
-from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, scheduler_client
+from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, fabric_client, scheduler_client
 
 EndpointOpt = Annotated[
     str | None,
@@ -22,6 +22,12 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Deadline of each c
 
 def scheduler(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
     client = scheduler_client(endpoint)
+    client.default_timeout = timeout
+    return client
+
+
+def fabric(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
+    client = fabric_client(endpoint)
     client.default_timeout = timeout
     return client
 

@@ -227,3 +227,9 @@ def scheduler_client(endpoint: str | None = None, *, state_dir: str | Path | Non
     from mlmesh.api.scheduler.v1 import scheduler_service_pb2_grpc
 
     return Client("scheduler", scheduler_service_pb2_grpc.SchedulerServiceStub, endpoint=endpoint, state_dir=state_dir)
+
+
+def fabric_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
+    from mlmesh.api.fabric.v1 import fabric_service_pb2_grpc
+
+    return Client("fabric", fabric_service_pb2_grpc.FabricServiceStub, endpoint=endpoint, state_dir=state_dir)

@@ -16,6 +16,7 @@ from mlmesh.common.grpc_server import Runtime
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.kv_index import KvIndex
 from mlmesh.common.lease import Lease
+from mlmesh.fabric.linkbench_runner import LinkBenchRunner
 from mlmesh.fabric.monitor import LivenessMonitor
 from mlmesh.fabric.registry import NODES_BUCKET, NodeRegistry
 from mlmesh.fabric.servicer import FabricServicer
@@ -55,6 +56,9 @@ async def register(runtime: Runtime) -> Iterable[str]:
     monitor = LivenessMonitor(registry, lease, settings.heartbeat_interval_s, settings.missed_heartbeats)
     await monitor.start()
     runtime.on_shutdown.append(monitor.stop)
-    servicer = FabricServicer(registry, settings.heartbeat_interval_s)
+    linkbench = None
+    if settings.service_token_file:
+        linkbench = LinkBenchRunner(settings.service_token_file.read_text().strip())
+    servicer = FabricServicer(registry, settings.heartbeat_interval_s, linkbench=linkbench)
     fabric_service_pb2_grpc.add_FabricServiceServicer_to_server(servicer, runtime.server)
     return [SERVICE_NAME]

@@ -8,14 +8,16 @@ from google.protobuf.duration_pb2 import Duration
 from mlmesh.api.fabric.v1 import fabric_service_pb2 as api
 from mlmesh.api.fabric.v1 import fabric_service_pb2_grpc, node_pb2
 from mlmesh.common.auth import ROLE_ADMIN, ROLE_SERVICE, current_identity
-from mlmesh.common.errors import InvalidArgument, NotFound
+from mlmesh.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from mlmesh.common.labels import label_match
 from mlmesh.fabric.domain import node_states as ns
 from mlmesh.fabric.domain import topology
+from mlmesh.fabric.linkbench_runner import DEFAULT_ITERS, DEFAULT_SIZE, default_backend
 from mlmesh.fabric.registry import NodeRegistry
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+MAX_PAIRS = 64
 
 
 class FabricServicer(fabric_service_pb2_grpc.FabricServiceServicer):
@@ -80,6 +82,45 @@ class FabricServicer(fabric_service_pb2_grpc.FabricServiceServicer):
 
     async def Uncordon(self, request, context) -> api.UncordonResponse:
         return api.UncordonResponse(node=await self._admin(request.node_id, "uncordon", ""))
+
+    async def BenchmarkLinks(self, request, context) -> api.BenchmarkLinksResponse:
+        # It loads the links it measures, so only admins run it.
+        current_identity().require_role(ROLE_ADMIN)
+        if self.linkbench is None:
+            raise FailedPrecondition("link benchmarks need the fabric's service token (SERVICE_TOKEN_FILE)")
+        nodes = self.registry.index.items
+        pairs = [(p.node_a, p.node_b) for p in request.pairs]
+        if not pairs:
+            ids = list(dict.fromkeys(request.node_ids))
+            pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]
+        bad: dict[str, str] = {}
+        if not pairs:
+            bad["pairs"] = "name node pairs, or at least two node_ids"
+        if len(pairs) > MAX_PAIRS:
+            bad["pairs"] = f"at most {MAX_PAIRS} links per call"
+        for i, (a, b) in enumerate(pairs):
+            for side, node_id in (("node_a", a), ("node_b", b)):
+                if node_id not in nodes:
+                    bad[f"pairs[{i}].{side}"] = f"unknown node {node_id!r}"
+                elif nodes[node_id].state != ns.READY:
+                    bad[f"pairs[{i}].{side}"] = f"node {node_id} is {ns.state_name(nodes[node_id].state)}"
+            if a == b:
+                bad[f"pairs[{i}]"] = "a link needs two different nodes"
+        size = request.message_size_bytes or DEFAULT_SIZE
+        if not 1024 <= size <= 1 << 30:
+            bad["message_size_bytes"] = "must be 1 KiB - 1 GiB"
+        iters = request.iterations or DEFAULT_ITERS
+        if not 1 <= iters <= 1000:
+            bad["iterations"] = "must be 1-1000"
+        if request.backend not in ("", "gloo", "nccl"):
+            bad["backend"] = "must be gloo or nccl"
+        if bad:
+            raise InvalidArgument("invalid benchmark request", bad)
+        results = []
+        for a, b in pairs:
+            backend = request.backend or default_backend(nodes[a], nodes[b])
+            results.append(await self.linkbench.run_pair(nodes[a], nodes[b], size=size, iters=iters, backend=backend))
+        return api.BenchmarkLinksResponse(results=results)
 
     async def GetTopology(self, request, context) -> api.GetTopologyResponse:
         current_identity()

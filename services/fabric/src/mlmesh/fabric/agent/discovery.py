@@ -143,7 +143,7 @@ def _read_int(path: Path, default: int) -> int:
     if text is None:
         return default
     try:
-        return int(text.split()[0], 0) if text else default
+        return int(text.split()[0]) if text else default
     except ValueError:
         return default
 
@@ -691,6 +691,12 @@ def discover(config: DiscoveryConfig | None = None, *, nvml: Any = None) -> node
         finally:
             with contextlib.suppress(Exception):
                 session.nvmlShutdown()
+    nics = discover_nics(config)
+    if host.numa_nodes == 1:
+        # One NUMA node: everything is on node 0, whatever sysfs says (VMs often report -1).
+        for item in (*devices, *nics):
+            if item.numa_node < 0:
+                item.numa_node = 0
     host.cpu_slots = 0 if devices else host.cpu_count
     capacity = common_pb2.Resources(
         gpus=sum(1 for d in devices if d.health.healthy),
@@ -703,7 +709,7 @@ def discover(config: DiscoveryConfig | None = None, *, nvml: Any = None) -> node
         agent_address=config.agent_address,
         labels=labels,
         devices=devices,
-        nics=discover_nics(config),
+        nics=nics,
         host=host,
         capacity=capacity,
         agent_version=_agent_version(config),

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ def _timestamp(t: float | None) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int(t * 1e9))
     return ts
+
+
+AGENT_PYTHON = "mlmesh-python"  # argv[0] placeholder for the agent's own interpreter
 
 
 @dataclass(eq=False)
@@ -374,6 +378,9 @@ class WorkerManager:
         # The path was resolved inside log_dir; O_NOFOLLOW refuses a symlink planted since then.
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(worker.log_path, flags, 0o640)
+        if argv and argv[0] == AGENT_PYTHON:
+            # Callers cannot know where Python (with mlmesh) lives on this node; the agent does.
+            argv = [sys.executable, *argv[1:]]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
