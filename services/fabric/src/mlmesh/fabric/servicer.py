@@ -10,8 +10,8 @@ from mlmesh.api.fabric.v1 import fabric_service_pb2_grpc, node_pb2
 from mlmesh.common.auth import ROLE_ADMIN, ROLE_SERVICE, current_identity
 from mlmesh.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from mlmesh.common.labels import label_match
+from mlmesh.fabric.domain import network, topology
 from mlmesh.fabric.domain import node_states as ns
-from mlmesh.fabric.domain import topology
 from mlmesh.fabric.linkbench_runner import DEFAULT_ITERS, DEFAULT_SIZE, default_backend
 from mlmesh.fabric.registry import NodeRegistry
 
@@ -21,12 +21,12 @@ MAX_PAIRS = 64
 
 
 class FabricServicer(fabric_service_pb2_grpc.FabricServiceServicer):
-    def __init__(self, registry: NodeRegistry, heartbeat_interval_s: float, linkbench=None, network=None):
+    def __init__(self, registry: NodeRegistry, heartbeat_interval_s: float, linkbench=None):
         self.registry = registry
         self.interval = Duration()
         self.interval.FromNanoseconds(int(heartbeat_interval_s * 1e9))
         self.linkbench = linkbench
-        self.network = network
+        self.measured: dict[tuple[str, str], object] = {}  # last successful benchmark per link
 
     async def RegisterNode(self, request, context) -> api.RegisterNodeResponse:
         current_identity().require_role(ROLE_SERVICE)  # node agents hold service tokens
@@ -83,6 +83,37 @@ class FabricServicer(fabric_service_pb2_grpc.FabricServiceServicer):
     async def Uncordon(self, request, context) -> api.UncordonResponse:
         return api.UncordonResponse(node=await self._admin(request.node_id, "uncordon", ""))
 
+    async def GetNetworkProfile(self, request, context) -> api.GetNetworkProfileResponse:
+        current_identity()
+        nodes = self.registry.index.items
+        target = request.WhichOneof("target")
+        if target == "node_pair":
+            pair = request.node_pair
+            for node_id in (pair.node_a, pair.node_b):
+                if node_id not in nodes:
+                    raise NotFound(f"node {node_id} not found")
+            if pair.node_a == pair.node_b:
+                raise InvalidArgument.field("node_pair", "name two different nodes")
+            a, b = nodes[pair.node_a], nodes[pair.node_b]
+            return api.GetNetworkProfileResponse(profile=network.profile_for_pair(a, b, self._rtt(a.id, b.id)))
+        if target == "pool":
+            members = sorted((n for n in nodes.values() if n.labels.pool == request.pool), key=lambda n: n.id)
+            if len(members) < 2:
+                raise FailedPrecondition("the pool needs at least two registered nodes")
+            # The pool is as good as its worst link: pair the first node with every other one and
+            # keep the weakest transport, then the lowest bandwidth.
+            profiles = [network.profile_for_pair(members[0], n, self._rtt(members[0].id, n.id)) for n in members[1:]]
+            worst = max(
+                profiles, key=lambda p: (network.PREFERENCE_RANK[p.transport], -p.link_bandwidth_bits_per_second)
+            )
+            return api.GetNetworkProfileResponse(profile=worst)
+        raise InvalidArgument.field("target", "set node_pair or pool")
+
+    def _rtt(self, a: str, b: str) -> float | None:
+        """A measured latency between the two nodes (from BenchmarkLinks), if there is one."""
+        link = self.measured.get((a, b)) or self.measured.get((b, a))
+        return link.latency_microseconds / 1e6 if link is not None and link.latency_microseconds else None
+
     async def BenchmarkLinks(self, request, context) -> api.BenchmarkLinksResponse:
         # It loads the links it measures, so only admins run it.
         current_identity().require_role(ROLE_ADMIN)
@@ -119,7 +150,10 @@ class FabricServicer(fabric_service_pb2_grpc.FabricServiceServicer):
         results = []
         for a, b in pairs:
             backend = request.backend or default_backend(nodes[a], nodes[b])
-            results.append(await self.linkbench.run_pair(nodes[a], nodes[b], size=size, iters=iters, backend=backend))
+            link = await self.linkbench.run_pair(nodes[a], nodes[b], size=size, iters=iters, backend=backend)
+            if not link.error:
+                self.measured[(a, b)] = link
+            results.append(link)
         return api.BenchmarkLinksResponse(results=results)
 
     async def GetTopology(self, request, context) -> api.GetTopologyResponse:

@@ -27,6 +27,7 @@ IB = topology_pb2.TRANSPORT_INFINIBAND
 ROCE = topology_pb2.TRANSPORT_ROCE
 TCP = topology_pb2.TRANSPORT_TCP
 _PREFERENCE = (IB, ROCE, TCP)
+PREFERENCE_RANK = {t: i for i, t in enumerate(_PREFERENCE)}  # lower is better
 _NIC_KIND = {IB: node_pb2.NIC_KIND_INFINIBAND, ROCE: node_pb2.NIC_KIND_ROCE}
 
 # DSCP 26 (AF31) is the usual lossless class for RoCEv2 (PFC priority 3): traffic class 104.
