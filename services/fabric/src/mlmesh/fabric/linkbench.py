@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -45,6 +46,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def route_interface(address: str) -> str:
+    """The network interface the kernel routes `address` through ('' if unknown)."""
+    if not address:
+        return ""
+    try:
+        out = subprocess.run(["ip", "-o", "route", "get", address], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    words = out.split()
+    return words[words.index("dev") + 1] if "dev" in words[:-1] else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -63,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    if args.backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ:
+        iface = route_interface(os.environ.get("MASTER_ADDR", ""))
+        if iface:
+            # Gloo otherwise binds the address the hostname resolves to, which on a multi-NIC host
+            # (or in a network namespace) may not reach the peer at all.
+            os.environ["GLOO_SOCKET_IFNAME"] = iface
     dist.init_process_group(args.backend, init_method="env://", timeout=timedelta(seconds=args.timeout_s))
     try:
         rank, world = dist.get_rank(), dist.get_world_size()

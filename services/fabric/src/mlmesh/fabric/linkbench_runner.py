@@ -59,8 +59,6 @@ class LinkBenchRunner:
         run_id = f"linkbench-{uuid.uuid4().hex[:12]}"
         port = random.randint(20000, 60000)  # the rendezvous port on A; a clash fails only this run
         env = {"MASTER_ADDR": _host(a), "MASTER_PORT": str(port), "NCCL_NVLS_ENABLE": "0"}
-        if _host(a) in ("127.0.0.1", "localhost"):
-            env["GLOO_SOCKET_IFNAME"] = "lo"
         argv = [AGENT_PYTHON, "-m", "mlmesh.fabric.linkbench", "--size-bytes", str(size), "--iters", str(iters)]
         argv += ["--backend", backend, "--timeout-s", str(int(self.timeout_s))]
         stubs = []
