@@ -85,12 +85,17 @@ def _config_data() -> dict[str, str]:
 
 def _settings_class(module: str) -> type[ServiceSettings]:
     mod = importlib.import_module(f"mlmesh.{module}.settings")
+    # A module may define more than one (the fabric's agent has its own); the service's is the
+    # one read from MLMESH_<MODULE>_*.
     classes = [
         v
         for v in vars(mod).values()
-        if isinstance(v, type) and issubclass(v, ServiceSettings) and v is not ServiceSettings
+        if isinstance(v, type)
+        and issubclass(v, ServiceSettings)
+        and v is not ServiceSettings
+        and v.model_config.get("env_prefix") == f"MLMESH_{module.upper()}_"
     ]
-    assert len(classes) == 1, f"mlmesh.{module}.settings should define one ServiceSettings subclass"
+    assert len(classes) == 1, f"mlmesh.{module}.settings should define one settings class for MLMESH_{module.upper()}_"
     return classes[0]
 
 
