@@ -81,8 +81,28 @@ class Controller:
         self._consumers: list = []
         self.state = SchedulingState(self.priority_of, self.deps_ok, self._children_of)
         jobs.subscribe(self.state.on_job_change)
+        # Job ids by state (and live pipelines), so the loop's passes over retrying, preempted,
+        # admitted and pipeline jobs never scan a deep queue of pending ones.
+        self.by_state: dict[int, set[str]] = {}
+        self.pipelines: set[str] = set()
+        for job in jobs.items.values():
+            self._track(None, job)
+        jobs.subscribe(self._track)
         queues.subscribe(self._mark_dirty)
         priority_classes.subscribe(self._mark_dirty)
+
+    def _track(self, before: job_pb2.Job | None, after: job_pb2.Job | None) -> None:
+        if before is not None:
+            self.by_state.get(before.status.state, set()).discard(before.meta.id)
+            self.pipelines.discard(before.meta.id)
+        if after is not None:
+            self.by_state.setdefault(after.status.state, set()).add(after.meta.id)
+            if after.spec.kind == job_pb2.JOB_KIND_PIPELINE and after.status.state not in states.TERMINAL:
+                self.pipelines.add(after.meta.id)
+
+    def jobs_in(self, state: int) -> list[job_pb2.Job]:
+        items = self.jobs.items
+        return [items[i] for i in sorted(self.by_state.get(state, ())) if i in items]
 
     def _mark_dirty(self, before, after) -> None:
         self.state.dirty = True
@@ -195,12 +215,12 @@ class Controller:
 
     async def _release_retries(self) -> None:
         now = time.time()
-        for job in list(self.jobs.items.values()):
-            if job.status.state == states.RETRYING and job.status.next_retry_time.seconds <= now:
+        for job in self.jobs_in(states.RETRYING):
+            if job.status.next_retry_time.seconds <= now:
                 await self._try_move(job, states.PENDING, "RetryBackoffElapsed", f"attempt {job.status.attempt + 1}")
 
     async def _advance_pipelines(self) -> None:
-        for parent in [j for j in self.jobs.items.values() if j.spec.kind == job_pb2.JOB_KIND_PIPELINE]:
+        for parent in [self.jobs.items[i] for i in sorted(self.pipelines) if i in self.jobs.items]:
             if parent.status.state in states.TERMINAL:
                 continue
             await self._advance_pipeline(parent)
@@ -318,9 +338,7 @@ class Controller:
 
     async def _stop_preempted(self) -> None:
         """Victims checkpoint then stop; one with no run yet goes straight back to PENDING."""
-        for job in list(self.jobs.items.values()):
-            if job.status.state != states.PREEMPTED:
-                continue
+        for job in self.jobs_in(states.PREEMPTED):
             if not job.status.run_id:
                 await self._try_move(job, states.PENDING, "Preempted", "requeued; it had not started")
                 continue
@@ -336,8 +354,8 @@ class Controller:
         if self.trainer is None:
             return
         now = time.monotonic()
-        for job in list(self.jobs.items.values()):
-            if job.status.state != states.ADMITTED or job.status.run_id:
+        for job in self.jobs_in(states.ADMITTED):
+            if job.status.run_id:
                 continue
             if self._dispatch_after.get(job.meta.id, 0) > now:
                 continue
