@@ -32,13 +32,14 @@ def _violations(err: grpc.aio.AioRpcError) -> set[str]:
     return out
 
 
-async def _collect_state_events(h, team: str, job_id: str, into: list):
+async def _collect_state_events(h, team: str, into: list):
+    """Subscribe before submitting: admission can be faster than a subscription made afterwards."""
     nc = await events.connect(h.nats.url, "test-sub")
 
     async def cb(msg):
         into.append((dict(msg.headers or {}), events.decode_event(msg, events_pb2.JobStateChanged).data))
 
-    await nc.subscribe(f"mlmesh.jobs.{team}.{job_id}.state", cb=cb)
+    await nc.subscribe(f"mlmesh.jobs.{team}.*.state", cb=cb)
     return nc
 
 
@@ -46,10 +47,10 @@ async def test_job_lifecycle_writes_kv_then_publishes_each_transition(harness):
     h = harness
     await h.start_scheduler()
     await h.create_queue("qa", "team-a", gpus=16)
+    seen: list = []
+    nc = await _collect_state_events(h, "team-a", seen)
     job = await h.submit(command_spec(workers=2, gpus=4))
     assert job.status.state == S.JOB_STATE_PENDING and job.spec.priority_class == "preprocessing"
-    seen: list = []
-    nc = await _collect_state_events(h, "team-a", job.meta.id, seen)
     try:
         admitted = await h.wait_state(job.meta.id, S.JOB_STATE_ADMITTED)
         assert admitted.status.placement.world_size == 2
@@ -73,8 +74,10 @@ async def test_job_lifecycle_writes_kv_then_publishes_each_transition(harness):
         S.JOB_STATE_RUNNING,
         S.JOB_STATE_SUCCEEDED,
     ]
+    seen = [(headers, e) for headers, e in seen if e.job_id == job.meta.id]
     got = [(e.to_state, e.reason, e.attempt) for _, e in seen]
     assert got == [
+        (S.JOB_STATE_PENDING, "Submitted", 1),
         (S.JOB_STATE_ADMITTED, "Admitted", 1),
         (S.JOB_STATE_RUNNING, "Running", 1),
         (S.JOB_STATE_SUCCEEDED, "Succeeded", 1),
