@@ -42,6 +42,7 @@ EXPECTED_CODES: dict[type[MlmeshError], grpc.StatusCode] = {
     errors.PermissionDenied: C.PERMISSION_DENIED,
     errors.Unavailable: C.UNAVAILABLE,
     errors.DeadlineExceeded: C.DEADLINE_EXCEEDED,
+    errors.DataLoss: C.DATA_LOSS,
 }
 VIOLATIONS = {"spec.workers": "must be at least 1", "team": "is required"}
 SECRET = "secret detail"

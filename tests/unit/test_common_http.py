@@ -26,6 +26,7 @@ EXPECTED_HTTP: dict[type[MlmeshError], int] = {
     errors.PermissionDenied: 403,
     errors.Unavailable: 503,
     errors.DeadlineExceeded: 504,
+    errors.DataLoss: 500,
 }
 SECRET = "secret detail"
 

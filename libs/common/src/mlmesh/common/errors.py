@@ -99,4 +99,12 @@ class DeadlineExceeded(MlmeshError):
     http_status = 504
 
 
+class DataLoss(MlmeshError):
+    """Stored bytes failed verification (checksum mismatch, truncation, missing blob): unrecoverable
+    corruption of committed data. Raised loudly, never retried, never served."""
+
+    grpc_code = grpc.StatusCode.DATA_LOSS
+    http_status = 500
+
+
 INTERNAL_MESSAGE = "internal error"

@@ -10,7 +10,14 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from mlmesh.cli.output import print_json
-from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, fabric_client, scheduler_client
+from mlmesh.sdk.client import (
+    DEFAULT_TIMEOUT_S,
+    Client,
+    fabric_client,
+    registry_client,
+    scheduler_client,
+    storage_client,
+)
 
 EndpointOpt = Annotated[
     str | None,
@@ -28,6 +35,18 @@ def scheduler(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Clien
 
 def fabric(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
     client = fabric_client(endpoint)
+    client.default_timeout = timeout
+    return client
+
+
+def storage(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
+    client = storage_client(endpoint)
+    client.default_timeout = timeout
+    return client
+
+
+def registry(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
+    client = registry_client(endpoint)
     client.default_timeout = timeout
     return client
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mlmesh.cli import jobs, nodes, queues
+from mlmesh.cli import artifacts, jobs, models, nodes, queues
 from mlmesh.cli.output import CliError, console, print_error, print_json, print_table
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.settings import SettingsError
@@ -86,6 +86,8 @@ def status(state_dir: StateDirOpt = None, json_output: JsonOpt = False) -> None:
 jobs.register(app)
 queues.register(app)
 nodes.register(app)
+artifacts.register(app)
+models.register(app)
 
 _SECRET_KEYS = {"password", "secret_key", "access_key"}
 

@@ -39,6 +39,7 @@ _HINTS = {
     grpc.StatusCode.FAILED_PRECONDITION: "the object is not in a state that allows this; check it with `get`",
     grpc.StatusCode.ABORTED: "it changed concurrently; try again",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "the request exceeds a quota or size limit",
+    grpc.StatusCode.DATA_LOSS: "stored bytes failed verification; the storage service's log has the details",
 }
 
 
@@ -233,3 +234,18 @@ def fabric_client(endpoint: str | None = None, *, state_dir: str | Path | None =
     from mlmesh.api.fabric.v1 import fabric_service_pb2_grpc
 
     return Client("fabric", fabric_service_pb2_grpc.FabricServiceStub, endpoint=endpoint, state_dir=state_dir)
+
+
+def storage_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
+    from mlmesh.api.storage.v1 import storage_service_pb2_grpc
+
+    return Client("storage", storage_service_pb2_grpc.StorageServiceStub, endpoint=endpoint, state_dir=state_dir)
+
+
+def registry_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
+    """The model registry; served by the storage service (same endpoint)."""
+    from mlmesh.api.storage.v1 import model_registry_service_pb2_grpc
+
+    return Client(
+        "storage", model_registry_service_pb2_grpc.ModelRegistryServiceStub, endpoint=endpoint, state_dir=state_dir
+    )
