@@ -116,6 +116,17 @@ def _service_env(
             f"{p}LOG_LEVEL": os.environ.get("MLMESH_LOG_LEVEL", "INFO"),
         }
     )
+    if svc.module == "storage":
+        s3 = infra.s3.endpoints()
+        env.update(
+            {
+                f"{p}HOT_DIR": str(root / "storage" / "hot"),
+                f"{p}WARM_DIR": str(root / "storage" / "warm"),
+                f"{p}S3_ENDPOINT_URL": s3["endpoint_url"],
+                f"{p}S3_ACCESS_KEY": s3["access_key"],
+                f"{p}S3_SECRET_KEY": s3["secret_key"],
+            }
+        )
     if svc.after_fabric:
         env[f"{p}FABRIC_ADDRESS"] = fabric
         env[f"{p}LOG_DIR"] = str(root / "workers")

@@ -21,8 +21,8 @@ import os
 import secrets
 import stat
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,17 +161,15 @@ def verified_range(
 
 
 def _check_chunk(index: ChunkIndex, i: int, data: bytes, offset: int, end: int, piece_size: int) -> Iterator[bytes]:
-    cs = index.chunk_size
-    if True:
-        start = i * cs
-        n = min(cs, index.size - start)
-        if len(data) != n:
-            raise corruption(index.digest, f"truncated: chunk {i} has {len(data)} of {n} bytes")
-        if hashlib.sha256(data).hexdigest() != index.chunks[i]:
-            raise corruption(index.digest, f"checksum mismatch in chunk {i} (bytes {start}-{start + n - 1})")
-        view = memoryview(data)[max(offset, start) - start : min(end, start + n) - start]
-        for p in range(0, len(view), piece_size):
-            yield bytes(view[p : p + piece_size])
+    start = i * index.chunk_size
+    n = min(index.chunk_size, index.size - start)
+    if len(data) != n:
+        raise corruption(index.digest, f"truncated: chunk {i} has {len(data)} of {n} bytes")
+    if hashlib.sha256(data).hexdigest() != index.chunks[i]:
+        raise corruption(index.digest, f"checksum mismatch in chunk {i} (bytes {start}-{start + n - 1})")
+    view = memoryview(data)[max(offset, start) - start : min(end, start + n) - start]
+    for p in range(0, len(view), piece_size):
+        yield bytes(view[p : p + piece_size])
 
 
 @dataclass(frozen=True)
