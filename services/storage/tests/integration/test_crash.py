@@ -39,6 +39,7 @@ async def assert_all_committed_read_back(core, catalog, expected: dict[str, dict
         assert sorted(f.path for f in artifact.manifest.files) == sorted(files)
         for path, data in files.items():
             assert await read_all(core, artifact, path) == data
+    await core.drain()  # reads promote warm artifacts in the background; let that finish first
 
 
 @pytest.mark.parametrize("crash", COMMIT_CRASHES)

@@ -21,6 +21,7 @@ import os
 import secrets
 import stat
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ log = logging.getLogger("mlmesh.storage.blobstore")
 CHUNK_SIZE = 4 << 20
 INDEX_SUFFIX = ".chunks"
 _IO_BLOCK = 1 << 20
+_READ_AHEAD = 3  # chunks in flight per read
 
 
 def check_digest(digest: str) -> str:
@@ -149,15 +151,32 @@ def verified_range(
     def fetch(i: int) -> bytes:
         return read_chunk(i, i * cs, min(cs, index.size - i * cs))
 
-    # One reader thread fetches chunk i+1 while chunk i is hashed (hashlib releases the GIL), so
-    # I/O and verification overlap. Reads stay strictly in order (a stream may depend on it).
-    with ThreadPoolExecutor(1, thread_name_prefix="blob-read") as pool:
-        ahead = pool.submit(fetch, chunks[0])
-        for i in chunks:
-            data = ahead.result()
-            if i + 1 < chunks.stop:
-                ahead = pool.submit(fetch, i + 1)
-            yield from _check_chunk(index, i, data, offset, end, piece_size)
+    # A pipeline: one thread reads chunks strictly in order (a stream may depend on it), two
+    # threads verify them (hashlib releases the GIL), a few chunks ahead of the consumer; so disk
+    # I/O and hashing overlap. Pieces still come out in order and only from verified chunks.
+    def check(i: int, read) -> list[bytes]:
+        return list(_check_chunk(index, i, read.result(), offset, end, piece_size))
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="blob-read") as reader,
+        ThreadPoolExecutor(2, thread_name_prefix="blob-verify") as verifier,
+    ):
+        window: deque = deque()
+        todo = iter(chunks)
+        try:
+            for i in todo:
+                window.append(verifier.submit(check, i, reader.submit(fetch, i)))
+                if len(window) >= _READ_AHEAD:
+                    break
+            while window:
+                pieces = window.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    window.append(verifier.submit(check, nxt, reader.submit(fetch, nxt)))
+                yield from pieces
+        finally:
+            for f in window:
+                f.cancel()
 
 
 def _check_chunk(index: ChunkIndex, i: int, data: bytes, offset: int, end: int, piece_size: int) -> Iterator[bytes]:

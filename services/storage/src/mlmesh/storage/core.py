@@ -152,10 +152,10 @@ class StorageCore:
         index = await asyncio.to_thread(tier.read_index, entry.sha256)
         if index.size != entry.size_bytes:
             raise corruption(entry.sha256, f"stored size {index.size} differs from the manifest's {entry.size_bytes}")
-        done = object()
         try:
-            while (piece := await asyncio.to_thread(next, it, done)) is not done:
-                yield piece
+            while pieces := await asyncio.to_thread(_take, it, 4):  # a few pieces per thread hop
+                for piece in pieces:
+                    yield piece
         finally:
             await asyncio.to_thread(it.close)
 
@@ -262,3 +262,12 @@ class StorageCore:
                 capacity = self.policy.hot_capacity_bytes if tier == HOT else 0
                 usage.tiers.add(tier=tier, stored_bytes=sum(per_tier.get(tier, {}).values()), capacity_bytes=capacity)
         return usage
+
+
+def _take(it, n: int) -> list[bytes]:
+    out = []
+    for piece in it:
+        out.append(piece)
+        if len(out) == n:
+            break
+    return out

@@ -3,6 +3,7 @@
 A move of artifact A from tier S to tier T:
   1. copy every blob of A to T (read verified from S, re-hashed while written to T)   [move_copied]
   2. compare-and-set A's record to tier T (the switch readers see)                   [move_recorded]
+     then check every blob is still in T (re-copy if a too-eager GC took one)
   3. release A's blobs from S: only those no record placed in S lists, and only when
      not touched within the grace period (`commit.release_blobs`)
 A crash before 2 leaves A in S with extra copies in T (GC frees them); after 2, A is complete in T
@@ -63,6 +64,10 @@ async def move_artifact(
 
     moved = await catalog.mutate(artifact_id, switch)
     crash_point("move_recorded")
+    # Belt and braces before the source copies go: every blob must still be in the target (a GC
+    # run with a grace period shorter than this move could have taken a fresh copy); re-copy any
+    # that is not, while the source still has it.
+    await asyncio.gather(*(copy(d) for d in digests))
     if source in tiers:
         freed = await release_blobs(catalog, tiers[source], digests, grace_s)
         log.info(
