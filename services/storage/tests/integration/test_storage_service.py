@@ -214,3 +214,30 @@ def test_grpc_direct_paths_ranges_quota_datasets(service, tmp_path):
     assert big.returncode == 1 and "resource_exhausted" in big.stderr
     usage = stub.GetUsage(api.GetUsageRequest(), metadata=md).usage
     assert usage.quota_bytes == 2 << 20 and usage.artifact_count == 3
+
+
+async def test_expired_upload_sessions_are_listed_and_refused(nats_server):
+    from mlmesh.common import events
+    from mlmesh.common.errors import NotFound
+    from mlmesh.storage.uploads import Session, Sessions
+
+    nc = await events.connect(nats_server.url, "sessions-test")
+    try:
+        sessions = await Sessions.open(nc.jetstream())
+        old = Session(
+            "aexpired" + secrets.token_hex(3), "team-a", "u", api.ArtifactDraft(name="x"), {}, time.time() - 1
+        )
+        fresh = Session(
+            "afresh" + secrets.token_hex(3), "team-a", "u", api.ArtifactDraft(name="y"), {"f": 3}, time.time() + 60
+        )
+        await sessions.create(old)
+        await sessions.create(fresh)
+        expired = {s.upload_id for s in await sessions.expired()}
+        assert old.upload_id in expired and fresh.upload_id not in expired
+        with pytest.raises(NotFound):
+            await sessions.get(old.upload_id)
+        assert (await sessions.get(fresh.upload_id)).expected == {"f": 3}
+        await sessions.delete(old.upload_id)
+        assert old.upload_id not in {s.upload_id for s in await sessions.expired()}
+    finally:
+        await nc.close()

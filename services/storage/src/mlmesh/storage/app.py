@@ -47,14 +47,18 @@ def s3_config(settings: StorageSettings) -> S3Config | None:
     )
 
 
-async def _maintain(core: StorageCore, servicer: StorageServicer, interval_s: float) -> None:
-    """Demote idle artifacts, promote nothing (reads do), and collect orphaned blobs."""
+async def _maintain(core: StorageCore, servicer: StorageServicer, sessions: Sessions, interval_s: float) -> None:
+    """Demote idle artifacts (reads promote), drop expired uploads with their staged bytes, and
+    collect orphaned blobs."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             for move in await core.tier_once():
                 with contextlib.suppress(Exception):
                     await servicer.publish_tier_change(await core.get(move.id), move.source, move.reason)
+            for session in await sessions.expired():
+                await sessions.delete(session.upload_id)
+                await core.discard_stage(session.upload_id)
             await core.gc_once()
         except asyncio.CancelledError:
             raise
@@ -92,7 +96,7 @@ async def register(runtime: Runtime) -> Iterable[str]:
     registry = ModelRegistryServicer(store, runtime.publisher, artifacts)
     model_registry_service_pb2_grpc.add_ModelRegistryServiceServicer_to_server(registry, runtime.server)
 
-    task = asyncio.create_task(_maintain(core, servicer, settings.tier_interval_s), name="storage-tiering")
+    task = asyncio.create_task(_maintain(core, servicer, sessions, settings.tier_interval_s), name="storage-tiering")
 
     async def stop() -> None:
         task.cancel()

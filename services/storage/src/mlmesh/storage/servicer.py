@@ -248,7 +248,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
     async def AbortUpload(self, request, context) -> api.AbortUploadResponse:
         session = await self._session(request.upload_id, current_identity())
         await self.sessions.delete(session.upload_id)
-        await asyncio.to_thread(shutil.rmtree, self.core.stage_dir(session.upload_id), True)
+        await self.core.discard_stage(session.upload_id)
         return api.AbortUploadResponse()
 
     async def CreateDirectUpload(self, request, context) -> api.CreateDirectUploadResponse:

@@ -110,6 +110,18 @@ class Sessions:
         session.revision = await self.repo.create(session.upload_id, session.to_struct())
         return session
 
+    async def expired(self, now: float | None = None) -> list[Session]:
+        out = []
+        for key in await self.repo.keys():
+            try:
+                versioned = await self.repo.get(key)
+            except NotFound:
+                continue
+            session = Session.from_struct(versioned.value, versioned.revision)
+            if session.expired(now):
+                out.append(session)
+        return out
+
     async def delete(self, upload_id: str) -> None:
         await self.repo.delete(upload_id)
 
