@@ -27,28 +27,25 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print proto3 JSON for scr
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Deadline of each call, in seconds.", min=0.1)]
 
 
-def scheduler(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
-    client = scheduler_client(endpoint)
+def _with_timeout(client: Client, timeout: float) -> Client:
     client.default_timeout = timeout
     return client
+
+
+def scheduler(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
+    return _with_timeout(scheduler_client(endpoint), timeout)
 
 
 def fabric(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
-    client = fabric_client(endpoint)
-    client.default_timeout = timeout
-    return client
+    return _with_timeout(fabric_client(endpoint), timeout)
 
 
 def storage(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
-    client = storage_client(endpoint)
-    client.default_timeout = timeout
-    return client
+    return _with_timeout(storage_client(endpoint), timeout)
 
 
 def registry(endpoint: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> Client:
-    client = registry_client(endpoint)
-    client.default_timeout = timeout
-    return client
+    return _with_timeout(registry_client(endpoint), timeout)
 
 
 def to_dict(message: Message) -> dict[str, Any]:
