@@ -76,7 +76,8 @@ def _container(deployment: dict, name: str) -> dict:
 
 
 def _env(container: dict) -> dict[str, str]:
-    return {e["name"]: e.get("value") for e in container.get("env", [])}
+    """Literal env values; entries from a Secret (valueFrom) are only known at run time."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def _config_data() -> dict[str, str]:
@@ -359,3 +360,25 @@ def test_dockerfile(service_dir, module):
 def test_dockerignore_keeps_local_state_out():
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".tools", ".mlmesh"} <= ignored
+
+
+@pytest.mark.timeout(30)
+def test_fabric_agent_daemonset_env_is_accepted_by_agent_settings(monkeypatch):
+    from mlmesh.fabric.settings import AgentSettings
+
+    prefix = "MLMESH_AGENT_"
+    daemonset = _find(_objects(BASE / "fabric-agent.yaml"), "DaemonSet", "fabric-agent")
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["agent"]
+    env = {f"{prefix}{key}": value for key, value in _config_data().items()} | _env(container)
+    for name in [n for n in os.environ if n.startswith("MLMESH_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith(prefix):
+            assert name.removeprefix(prefix).lower() in AgentSettings.model_fields, name
+            monkeypatch.setenv(name, value)
+    settings = load_settings(AgentSettings)
+    assert settings.fabric_address == "fabric.mlmesh.svc:50051" and settings.grpc_port == GRPC_PORT
+    # Node id and advertised address come from the downward API.
+    refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {f"{prefix}NODE_ID": "spec.nodeName", f"{prefix}ADVERTISE_HOST": "status.podIP"}
