@@ -70,9 +70,12 @@ def test_up_status_down_leaves_nothing_behind(mesh_dir: Path):
     assert again.returncode == 1 and "already running" in again.stderr
 
     pids = recorded_pids(endpoints)
+    sockets = [Path(s) for s in endpoints["infra"]["s3"]["sockets"]]
+    assert sockets and all(s.exists() for s in sockets)
     down = _run(["down"], mesh_dir)
     assert down.returncode == 0, down.stderr
     assert not [p for p in pids if pid_running(p)], "mlmesh down left processes behind"
+    assert not [s for s in sockets if s.exists()], "mlmesh down left weed's sockets in /tmp"
     assert not (mesh_dir / "endpoints.json").exists()
 
     after = _run(["status"], mesh_dir)

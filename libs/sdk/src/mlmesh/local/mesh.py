@@ -224,6 +224,9 @@ def down(root: Path, *, on_progress: Progress = lambda _: None) -> bool:
         grace = getattr(SERVERS.get(name), "stop_grace", 10.0)
         if isinstance(ep.get("pid"), int) and stop_pid(ep["pid"], grace=grace, expect_cmd=_EXPECT_CMD.get(name)):
             on_progress(f"stopped {name}")
+        if not pid_running(ep.get("pid") or -1):
+            for sock in ep.get("sockets", []):  # weed's fixed-path unix sockets outlive a SIGKILL
+                Path(sock).unlink(missing_ok=True)
     left = [p for p in recorded_pids(endpoints) if pid_running(p)]
     if left:
         raise InfraError(f"processes still running after down: {left}")

@@ -356,6 +356,8 @@ class S3Server(_Server):
             "access_key": self.access_key,
             "secret_key": self.secret_key,
             "region": self.region,
+            # So `mlmesh down`, which only has this record, can remove them too.
+            "sockets": [str(s) for s in self._grpc_sockets()],
         }
 
 
