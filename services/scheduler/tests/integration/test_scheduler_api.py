@@ -363,3 +363,26 @@ async def test_node_lost_retries_its_jobs_and_draining_preempts_them(harness):
     await _node_event(h, target, node_pb2.NODE_STATE_DRAINING)
     moved = await h.wait_state(other.meta.id, S.JOB_STATE_PREEMPTED)
     assert moved.status.reason == "NodeDraining"
+
+
+async def test_full_queue_preempts_its_own_lower_priority_job(harness):
+    h = harness  # 4 nodes x 8 GPUs: plenty of room; only the queue's quota is short
+    await h.start_scheduler()
+    await h.create_queue("qa", "team-a", gpus=8)
+    low = await h.submit(command_spec(name="low", gpus=8, priority_class="inference"))
+    low = await h.wait_state(low.meta.id, S.JOB_STATE_ADMITTED)
+    for _ in range(100):
+        low = await h.get(low.meta.id)
+        if low.status.run_id:
+            break
+        await asyncio.sleep(0.05)
+    await h.run_event(low, R.RUN_STATE_RUNNING)
+    await h.wait_state(low.meta.id, S.JOB_STATE_RUNNING)
+    high = await h.submit(command_spec(name="high", gpus=8, priority_class="training"))
+    victim = await h.wait_state(low.meta.id, S.JOB_STATE_PREEMPTED)
+    assert victim.status.reason == "QueueQuota"
+    why = await h.stub.ExplainJob(api.ExplainJobRequest(job_id=high.meta.id), metadata=h.md(h.alice))
+    assert why.blockers[0].kind == api.BLOCKER_KIND_PREEMPTION_IN_PROGRESS
+    await h.run_event(await h.get(low.meta.id), run_pb2.RunState.RUN_STATE_STOPPED)
+    await h.wait_state(high.meta.id, S.JOB_STATE_ADMITTED)
+    assert (await h.get(low.meta.id)).status.state == S.JOB_STATE_PENDING

@@ -262,6 +262,8 @@ def test_preemption_frees_exactly_what_it_claims_and_then_the_preemptor_fits(sc)
         assert p.for_job_id not in admitted and job.can_preempt
         if p.reason == "HigherPriority":
             assert v.priority < job.priority
+        elif p.reason == "QueueQuota":  # the preemptor's own queue was full: lower priority, same queue
+            assert v.priority < job.priority and v.queue == job.queue
         else:
             assert p.reason == "ReclaimQuota"
             assert v.borrowing and v.queue != job.queue

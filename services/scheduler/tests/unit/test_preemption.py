@@ -195,3 +195,48 @@ def test_one_victim_serves_one_preemptor():
     result = run_cycle(inv, queues, jobs, running)
     assert result.preempted == [Preemption("low", "h1", "HigherPriority")]
     assert result.blocked["h2"].kind in (BlockKind.NO_FIT, BlockKind.RESERVATION)
+
+
+def test_a_full_queue_gives_way_to_its_own_higher_priority_job():
+    # Room on the cluster, but queue "a" (8 GPUs) is full of a low-priority job.
+    queues = {"a": queue("a", 8), "b": queue("b", 8)}
+    running = [
+        run("low-a", "a", [("n0", 1)], 8, prio=10, seq=1),
+        run("low-b", "b", [("n1", 1)], 4, prio=10, seq=2),
+    ]
+    inv = cluster(3, queues, running)
+    high = pending("high", "a", 8, prio=100)
+    result = run_cycle(inv, queues, [high], running)
+    assert result.preempted == [Preemption("low-a", "high", "QueueQuota")]  # never another queue's job
+    assert result.blocked["high"].kind == BlockKind.PREEMPTION_IN_PROGRESS
+    assert not result.admitted
+
+    # Next cycle, while the victim stops: no further victims, the job keeps waiting for it.
+    queues = {"a": queue("a", 8), "b": queue("b", 8)}
+    inv = cluster(3, queues, running)
+    again = run_cycle(inv, queues, [high], running, preempting=frozenset({"low-a"}))
+    assert again.preempted == [] and again.blocked["high"].kind == BlockKind.PREEMPTION_IN_PROGRESS
+
+
+def test_quota_preemption_needs_strictly_lower_priority_and_permission():
+    for prio, may in ((10, True), (100, False)):
+        queues = {"a": queue("a", 8)}
+        running = [run("peer", "a", [("n0", 1)], 8, prio=10, seq=1)]
+        inv = cluster(2, queues, running)
+        result = run_cycle(inv, queues, [pending("new", "a", 8, prio=prio, preempt=may)], running)
+        assert result.preempted == []
+        assert result.blocked["new"].kind == BlockKind.QUOTA
+
+
+def test_quota_preemption_takes_a_minimal_set():
+    queues = {"a": queue("a", 8)}
+    running = [
+        run("small-1", "a", [("n0", 1)], 2, prio=10, seq=1),
+        run("small-2", "a", [("n0", 1)], 2, prio=10, seq=2),
+        run("big", "a", [("n1", 1)], 4, prio=10, seq=3),
+    ]
+    inv = cluster(3, queues, running)
+    result = run_cycle(inv, queues, [pending("high", "a", 4, prio=100)], running)
+    victims = {p.victim_id for p in result.preempted}
+    # Latest admitted first ("big" frees 4 GPUs: enough alone); the small ones are reprieved.
+    assert victims == {"big"}

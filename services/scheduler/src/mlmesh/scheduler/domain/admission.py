@@ -146,7 +146,10 @@ class _Cycle:
         if why is None:
             why = self.quota.check(q, total)
         if why is not None:
-            blocked[job.id] = self.over_quota[q.name, total] = why
+            # A higher-priority job held back by its own queue's quota takes it from the queue's
+            # lower-priority jobs (checkpoint, then stop); other queues are never touched for this.
+            if not (job.can_preempt and self._preempt_in_queue(job, q)):
+                blocked[job.id] = self.over_quota.setdefault((q.name, total), why)
             return
         why = self.nofit.get(req)
         if why is None:
@@ -213,6 +216,22 @@ class _Cycle:
         names = ", ".join(v.id for v, _ in plan.victims)
         self.result.blocked[job.id] = Blocked(
             BlockKind.PREEMPTION_IN_PROGRESS, f"preempting {names} to make room", job.request.total
+        )
+        return True
+
+    def _preempt_in_queue(self, job: PendingJob, q: QueueState) -> bool:
+        """True when the job now waits for lower-priority jobs of its queue to stop."""
+        if self._victims is None:
+            self._victims = VictimFinder(self.inv, self.queues, self.running, self.preempting, self.max_preemptions)
+        plan = self._victims.plan_in_queue(job, q, self.quota)
+        if plan is None:
+            return False
+        self._fence(nid for nid, _ in plan.target.assignments)
+        for victim, reason in plan.victims:
+            self.result.preempted.append(Preemption(victim.id, job.id, reason))
+        names = ", ".join(v.id for v, _ in plan.victims) or "jobs already stopping"
+        self.result.blocked[job.id] = Blocked(
+            BlockKind.PREEMPTION_IN_PROGRESS, f"queue quota: waiting for {names} to stop", job.request.total
         )
         return True
 

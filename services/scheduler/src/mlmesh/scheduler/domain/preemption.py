@@ -49,6 +49,8 @@ class VictimFinder:
         self._reclaimed: dict[str, Res] = {}  # usage of this cycle's victims, per queue
         self._failed: dict[tuple, int] = {}  # shape -> fewest workers that found no victim set
         self._no_fit_after_stopping: set[GangRequest] = set()
+        self._queue_failed: set[tuple] = set()  # (queue, priority, request) with no in-queue victim set
+        self._by_queue: dict[str, list[RunningJob]] | None = None
         known = inv.nodes
         usable = [r for r in running if all(nid in known for nid, _ in r.placement)]
         self._stopping = [r for r in usable if r.id in preempting]
@@ -151,6 +153,62 @@ class VictimFinder:
             self.taken[v.id] = None
             self._reclaimed[v.queue] = self._reclaimed.get(v.queue, ZERO) + v.usage
         return PreemptionPlan(tuple(chosen), placement)
+
+    def plan_in_queue(self, job: PendingJob, queue: QueueState, quota: QuotaBook) -> PreemptionPlan | None:
+        """Victims of the job's own queue, of strictly lower priority, whose release brings the job
+        within the queue's quota and gives it room; `victims` is empty when jobs of this queue that
+        are already stopping suffice. None when no such set exists."""
+        req = job.request
+        key = (job.queue, job.priority, req)
+        if key in self._queue_failed:  # candidates only shrink during a cycle: it fails again
+            return None
+        if self._by_queue is None:
+            self._by_queue = {}
+            for v in self._candidates:  # already lowest priority, latest admitted first
+                self._by_queue.setdefault(v.queue, []).append(v)
+        stopping_usage = sum((r.usage for r in self._stopping if r.queue == job.queue), ZERO)
+        pool = [v for v in self._by_queue.get(job.queue, ()) if v.priority < job.priority and v.id not in self.taken]
+        inv = self.inv
+
+        def admissible(freed: Res) -> Placement | None:
+            queue.used = queue.used - freed
+            try:
+                within = quota.check(queue, req.total) is None
+            finally:
+                queue.used = queue.used + freed
+            return find_placement(inv, req) if within else None
+
+        chosen: list[RunningJob] = []
+        freed = stopping_usage
+        for r in self._stopping:
+            inv.release(r.placement, r.per_worker)
+        try:
+            candidates = iter(pool)
+            while (target := admissible(freed)) is None:
+                v = next(candidates, None)
+                if v is None or len(chosen) >= MAX_CANDIDATES:
+                    self._queue_failed.add(key)
+                    return None
+                inv.release(v.placement, v.per_worker)
+                chosen.append(v)
+                freed = freed + v.usage
+            for i in range(len(chosen) - 1, -1, -1):  # reprieve: keep every victim that is not needed
+                v = chosen[i]
+                inv.reserve(v.placement, v.per_worker)
+                if (kept := admissible(freed - v.usage)) is not None:
+                    chosen.pop(i)
+                    freed = freed - v.usage
+                    target = kept
+                else:
+                    inv.release(v.placement, v.per_worker)
+        finally:
+            for v in reversed(chosen):
+                inv.reserve(v.placement, v.per_worker)
+            for r in reversed(self._stopping):
+                inv.reserve(r.placement, r.per_worker)
+        for v in chosen:
+            self.taken[v.id] = None
+        return PreemptionPlan(tuple((v, "QueueQuota") for v in chosen), target)
 
     def _reason(self, job: PendingJob, v: RunningJob, reclaim: bool, reclaimed_now: dict[str, Res]) -> str | None:
         if v.priority < job.priority:
