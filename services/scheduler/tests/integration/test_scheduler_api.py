@@ -323,7 +323,7 @@ async def test_queue_admin_and_priority_classes(harness):
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def _node_event(h, node_id: str, to_state: int, incarnation: int = 1):
+async def _node_event(h, node_id: str, to_state: int, incarnation: int = 1, at=None):
     from mlmesh.api.fabric.v1 import node_pb2
 
     nc = await events.connect(h.nats.url, "fake-fabric")
@@ -332,6 +332,8 @@ async def _node_event(h, node_id: str, to_state: int, incarnation: int = 1):
         e = events_pb2.NodeStateChanged(
             node_id=node_id, from_state=node_pb2.NODE_STATE_READY, to_state=to_state, incarnation=incarnation
         )
+        if at is not None:
+            e.transition_time.CopyFrom(at)
         await pub.publish(f"mlmesh.fabric.nodes.{node_id}.state", e, ce_subject=node_id)
     finally:
         await nc.close()
@@ -360,6 +362,13 @@ async def test_node_lost_retries_its_jobs_and_draining_preempts_them(harness):
     other = await h.submit(command_spec(name="mover", gpus=8))
     other = await h.wait_state(other.meta.id, S.JOB_STATE_ADMITTED)
     target = other.status.placement.nodes[0].node_id
+    # A late NotReady from before this job was admitted (the node has re-registered since) is not
+    # about it: the job stays.
+    stale = type(other.status.admit_time)()
+    stale.FromSeconds(other.status.admit_time.seconds - 60)
+    await _node_event(h, target, node_pb2.NODE_STATE_NOT_READY, at=stale)
+    await asyncio.sleep(0.5)
+    assert (await h.get(other.meta.id)).status.state == S.JOB_STATE_ADMITTED
     await _node_event(h, target, node_pb2.NODE_STATE_DRAINING)
     moved = await h.wait_state(other.meta.id, S.JOB_STATE_PREEMPTED)
     assert moved.status.reason == "NodeDraining"

@@ -7,6 +7,8 @@ import os
 import socket
 from collections.abc import Iterable
 
+from nats.js.api import DeliverPolicy
+
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
@@ -104,6 +106,8 @@ async def register(runtime: Runtime) -> Iterable[str]:
             message_type=events_pb2.NodeStateChanged,
             handler=controller.on_node_event,
             max_deliver=-1,
+            # A new durable starts at now: a day of old node history must not fail today's jobs.
+            deliver_policy=DeliverPolicy.NEW,
         )
 
     controller.consumer_factories = [run_events, node_events]

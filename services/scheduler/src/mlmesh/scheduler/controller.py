@@ -31,7 +31,7 @@ from mlmesh.scheduler.domain.admission import run_cycle
 from mlmesh.scheduler.domain.model import CycleResult, PriorityClassInfo
 from mlmesh.scheduler.domain.pipeline import descendants
 from mlmesh.scheduler.job_factory import build_child
-from mlmesh.scheduler.scheduling_state import SchedulingState
+from mlmesh.scheduler.scheduling_state import SchedulingState, ts_ns
 from mlmesh.scheduler.transitions import Transitioner, now_ts
 
 log = logging.getLogger("mlmesh.scheduler.controller")
@@ -410,10 +410,15 @@ class Controller:
         e = event.data
         if e.to_state not in (NODE_NOT_READY, NODE_DRAINING):
             return
+        happened = ts_ns(e.transition_time) if e.HasField("transition_time") else None
         on_node = [
             j
             for j in list(self.jobs.items.values())
-            if j.status.state in states.HOLDING and any(n.node_id == e.node_id for n in j.status.placement.nodes)
+            if j.status.state in states.HOLDING
+            and any(n.node_id == e.node_id for n in j.status.placement.nodes)
+            # A job admitted after the event (a redelivered or late one) was placed on the node's
+            # next incarnation: the event is not about it.
+            and (happened is None or ts_ns(j.status.admit_time) <= happened)
         ]
         for job in on_node:
             if e.to_state == NODE_DRAINING:
