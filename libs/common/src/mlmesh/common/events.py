@@ -60,9 +60,14 @@ STREAMS: tuple[StreamSpec, ...] = (
 )
 
 
+def is_token(value: str) -> bool:
+    """Whether `value` may be a subject token (for validators that collect every bad field)."""
+    return bool(_TOKEN.fullmatch(value or ""))  # fullmatch: `$` alone would let a trailing "\n" through
+
+
 def subject_token(value: str, field_name: str = "id") -> str:
     """Validate one id before it becomes a subject token: lowercase, `[a-z0-9_-]`."""
-    if not _TOKEN.fullmatch(value or ""):  # fullmatch: `$` alone would let a trailing "\n" through
+    if not is_token(value):
         raise InvalidArgument.field(field_name, "must be 1-128 characters of [a-z0-9_-]")
     return value
 

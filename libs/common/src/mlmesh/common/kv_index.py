@@ -23,9 +23,10 @@ Listener = Callable[[M | None, M | None], None]  # (before, after)
 
 
 class KvIndex(Generic[M]):
-    def __init__(self, repo: KvRepository[M], set_revision: Callable[[M, int], None]):
+    def __init__(self, repo: KvRepository[M], set_revision: Callable[[M, int], None] | None = None):
         self._repo = repo
-        self._set_revision = set_revision
+        # Records carry their KV revision (`meta.revision` or `revision`) for compare-and-set.
+        self._set_revision = set_revision or store_revision
         self.items: dict[str, M] = {}
         self.loaded = asyncio.Event()
         self.changed = asyncio.Event()  # set on every change; the controller clears it
@@ -85,6 +86,15 @@ class KvIndex(Generic[M]):
             except Exception:
                 log.warning("KV watch ended; re-watching", exc_info=True)
                 await asyncio.sleep(1.0)
+
+
+def store_revision(msg, revision: int) -> None:
+    """Write the KV revision where `_revision` reads it."""
+    meta = getattr(msg, "meta", None)
+    if meta is not None:
+        meta.revision = revision
+    elif hasattr(msg, "revision"):
+        msg.revision = revision
 
 
 def _revision(msg) -> int:

@@ -27,14 +27,10 @@ SERVICE_NAME = fabric_service_pb2.DESCRIPTOR.services_by_name["FabricService"].f
 HEARTBEATS = "mlmesh.fabric.nodes.*.heartbeat"
 
 
-def _set_revision(node: node_pb2.Node, revision: int) -> None:
-    node.revision = revision
-
-
 async def register(runtime: Runtime) -> Iterable[str]:
     settings: FabricSettings = runtime.settings  # type: ignore[assignment]
     repo = await KvRepository.open(runtime.js, NODES_BUCKET, node_pb2.Node, "node", history=5)
-    index = KvIndex(repo, _set_revision)
+    index = KvIndex(repo)
     await index.start()
     runtime.on_shutdown.append(index.stop)
     registry = NodeRegistry(repo, index, runtime.publisher)

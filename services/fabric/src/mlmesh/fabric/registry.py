@@ -16,8 +16,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
+from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from mlmesh.common.events import EventPublisher, subject_token
+from mlmesh.common.events import EventPublisher, is_token
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.kv_index import KvIndex
 from mlmesh.fabric.domain import node_states as ns
@@ -27,17 +28,9 @@ log = logging.getLogger("mlmesh.fabric.registry")
 NODES_BUCKET = "nodes"
 
 
-def now_ts() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
-
-
 def validate_node(node: node_pb2.Node) -> None:
     bad: dict[str, str] = {}
-    try:
-        subject_token(node.id, "node.id")
-    except InvalidArgument:
+    if not is_token(node.id):
         bad["node.id"] = "must be 1-128 characters of [a-z0-9_-]"
     host, _, port = node.agent_address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 from collections.abc import Iterable
@@ -29,14 +30,6 @@ from mlmesh.scheduler.settings import SchedulerSettings
 SERVICE_NAME = scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
 
 
-def _set_meta_revision(msg, revision: int) -> None:
-    msg.meta.revision = revision
-
-
-def _set_revision(msg, revision: int) -> None:
-    msg.revision = revision
-
-
 async def ensure_default_priority_classes(store: SchedulerStore) -> None:
     """training > inference > preprocessing on a fresh cluster; admins change them afterwards."""
     if await store.priority_classes.keys():
@@ -50,16 +43,16 @@ async def register(runtime: Runtime) -> Iterable[str]:
     settings: SchedulerSettings = runtime.settings  # type: ignore[assignment]
     store = await SchedulerStore.open(runtime.js)
     await ensure_default_priority_classes(store)
-    jobs = KvIndex(store.jobs, _set_meta_revision)
-    queues = KvIndex(store.queues, _set_meta_revision)
-    classes = KvIndex(store.priority_classes, _set_revision)
+    jobs = KvIndex(store.jobs)
+    queues = KvIndex(store.queues)
+    classes = KvIndex(store.priority_classes)
     for index in (jobs, queues, classes):
         await index.start()
         runtime.on_shutdown.append(index.stop)
     if settings.inventory_file:
         inventory = FileInventory(settings.inventory_file)
     else:
-        nodes = KvIndex(await KvRepository.open(runtime.js, NODES_BUCKET, node_pb2.Node, "node"), _set_revision)
+        nodes = KvIndex(await KvRepository.open(runtime.js, NODES_BUCKET, node_pb2.Node, "node"))
         await nodes.start()
         runtime.on_shutdown.append(nodes.stop)
         inventory = KvInventory(nodes)
@@ -84,33 +77,41 @@ async def register(runtime: Runtime) -> Iterable[str]:
         max_admissions=settings.max_admissions_per_cycle,
     )
 
-    def run_events() -> Consumer:
-        # Only the lease holder consumes the trainer's run events: the controller starts this on
-        # gaining the lease and stops it on losing it.
-        return Consumer(
+    # Only the lease holder consumes these: the controller starts them on gaining the lease and
+    # stops them on losing it. Redelivery is unbounded: every event must reach a leader.
+    leader_consumers = (
+        (
+            "MLMESH_JOBS",
+            "scheduler-run-events",
+            "mlmesh.jobs.*.*.run",
+            events_pb2.RunStateChanged,
+            controller.on_run_event,
+            DeliverPolicy.ALL,
+        ),
+        # A new durable starts at now: a day of old node history must not fail today's jobs.
+        (
+            "MLMESH_FABRIC",
+            "scheduler-node-events",
+            "mlmesh.fabric.nodes.*.state",
+            events_pb2.NodeStateChanged,
+            controller.on_node_event,
+            DeliverPolicy.NEW,
+        ),
+    )
+    controller.consumer_factories = [
+        functools.partial(
+            Consumer,
             runtime.js,
-            stream="MLMESH_JOBS",
-            durable="scheduler-run-events",
-            filter_subject="mlmesh.jobs.*.*.run",
-            message_type=events_pb2.RunStateChanged,
-            handler=controller.on_run_event,
+            stream=stream,
+            durable=durable,
+            filter_subject=subject,
+            message_type=message_type,
+            handler=handler,
             max_deliver=-1,
+            deliver_policy=policy,
         )
-
-    def node_events() -> Consumer:
-        return Consumer(
-            runtime.js,
-            stream="MLMESH_FABRIC",
-            durable="scheduler-node-events",
-            filter_subject="mlmesh.fabric.nodes.*.state",
-            message_type=events_pb2.NodeStateChanged,
-            handler=controller.on_node_event,
-            max_deliver=-1,
-            # A new durable starts at now: a day of old node history must not fail today's jobs.
-            deliver_policy=DeliverPolicy.NEW,
-        )
-
-    controller.consumer_factories = [run_events, node_events]
+        for stream, durable, subject, message_type, handler, policy in leader_consumers
+    ]
     await controller.start()
     runtime.on_shutdown.append(controller.stop)  # hooks run in reverse: the lease is released first
     servicer = SchedulerServicer(controller, trainer)

@@ -18,6 +18,7 @@ from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2
 from mlmesh.api.trainer.v1 import run_pb2
+from mlmesh.common.clock import ts_ns
 from mlmesh.common.errors import Conflict, FailedPrecondition, MlmeshError, NotFound, Unavailable
 from mlmesh.common.events import Event, EventPublisher
 from mlmesh.common.kv_index import KvIndex
@@ -31,7 +32,7 @@ from mlmesh.scheduler.domain.admission import run_cycle
 from mlmesh.scheduler.domain.model import CycleResult, PriorityClassInfo
 from mlmesh.scheduler.domain.pipeline import descendants
 from mlmesh.scheduler.job_factory import build_child
-from mlmesh.scheduler.scheduling_state import SchedulingState, ts_ns
+from mlmesh.scheduler.scheduling_state import SchedulingState
 from mlmesh.scheduler.transitions import Transitioner, now_ts
 
 log = logging.getLogger("mlmesh.scheduler.controller")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2
+from mlmesh.common.clock import ts_ns
 from mlmesh.scheduler import convert
 from mlmesh.scheduler.domain import states
 from mlmesh.scheduler.domain.model import CycleResult, Level, Node, Placement, PriorityClassInfo, QueueState, RunningJob
@@ -28,10 +29,6 @@ from mlmesh.scheduler.domain.validation import WORKER_KINDS
 log = logging.getLogger("mlmesh.scheduler.state")
 
 FULL_REBUILD_EVERY_S = 60.0
-
-
-def ts_ns(ts) -> int:
-    return ts.seconds * 1_000_000_000 + ts.nanos
 
 
 class SchedulingState:

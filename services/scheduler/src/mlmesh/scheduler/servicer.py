@@ -16,6 +16,7 @@ from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2, scheduler_service_pb2_grpc
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as api
 from mlmesh.common.auth import ROLE_ADMIN, ROLE_DEVELOPER, Identity, current_identity
+from mlmesh.common.clock import ts_ns
 from mlmesh.common.errors import (
     AlreadyExists,
     Conflict,
@@ -52,7 +53,7 @@ def _check_id(value: str, field: str) -> str:
 
 
 def _sort_key(job: job_pb2.Job) -> tuple[int, str]:
-    return (job.meta.create_time.seconds * 1_000_000_000 + job.meta.create_time.nanos, job.meta.id)
+    return (ts_ns(job.meta.create_time), job.meta.id)
 
 
 class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.scheduler.v1 import job_pb2
+from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import Unavailable
 from mlmesh.common.events import EventPublisher
 from mlmesh.common.kv_index import KvIndex
@@ -21,12 +20,6 @@ from mlmesh.scheduler.adapters.store import SchedulerStore
 from mlmesh.scheduler.domain import states
 
 log = logging.getLogger("mlmesh.scheduler.transitions")
-
-
-def now_ts() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def state_subject(job: job_pb2.Job) -> str:

@@ -33,9 +33,8 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from mlmesh.api.storage.v1 import artifact_pb2, storage_service_pb2
+from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from mlmesh.storage.adapters.catalog import Catalog
 from mlmesh.storage.blobstore import FsTier, Tier, corruption, hash_file
@@ -68,12 +67,6 @@ def copy_blob(tiers: Mapping[int, Tier], digest: str, target: Tier, prefer: int)
         target.put_stream(source.read_index(digest), source.open_range(digest))
         return
     raise corruption(digest, "blob missing from every tier")
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def _place_file(tiers: Mapping[int, Tier], target: Tier, staging: Path, entry: artifact_pb2.FileEntry) -> None:
@@ -120,7 +113,7 @@ def _fsync_path(path: Path) -> None:
 def build_artifact(
     artifact_id: str, draft: storage_service_pb2.ArtifactDraft, manifest: artifact_pb2.Manifest, tier: int
 ) -> artifact_pb2.Artifact:
-    now = _now()
+    now = now_ts()
     a = artifact_pb2.Artifact(
         name=draft.name,
         kind=draft.kind,

@@ -46,7 +46,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
@@ -55,6 +54,7 @@ from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.storage.v1 import artifact_pb2, model_registry_pb2
 from mlmesh.common.auth import ROLE_DEVELOPER, Identity
+from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import (
     AlreadyExists,
     Conflict,
@@ -105,12 +105,6 @@ CAS_ATTEMPTS = 10
 FULL = model_registry_pb2.WEIGHTS_KIND_FULL
 ADAPTER = model_registry_pb2.WEIGHTS_KIND_ADAPTER
 _TASKS = frozenset(v for v in common_pb2.ModelTask.values() if v != common_pb2.MODEL_TASK_UNSPECIFIED)
-
-
-def now_ts() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def version_key(name: str, version: int) -> str:
@@ -308,10 +302,6 @@ async def _open_ttl_bucket(js: JetStreamContext, bucket: str, ttl_s: float):
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=StorageType.FILE))
 
 
-def _set_model_revision(m: Model, revision: int) -> None:
-    m.revision = revision
-
-
 class RegistryStore:
     """The registry's KV repositories and their in-memory mirrors.
 
@@ -327,7 +317,7 @@ class RegistryStore:
         self.records = records
         self.requests = requests
         self.version_index: KvIndex[ModelVersion] = KvIndex(versions, lambda _m, _r: None)
-        self.record_index: KvIndex[Model] = KvIndex(records, _set_model_revision)
+        self.record_index: KvIndex[Model] = KvIndex(records)
         self.by_name: dict[str, dict[int, ModelVersion]] = {}
         self.version_index.subscribe(self._on_version)
 

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 from google.protobuf import struct_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.storage.v1 import artifact_pb2, storage_service_pb2_grpc
 from mlmesh.api.storage.v1 import storage_service_pb2 as api
 from mlmesh.common.auth import ROLE_ADMIN, ROLE_DEVELOPER, Identity, current_identity
+from mlmesh.common.clock import now_ts, ts_from_seconds
 from mlmesh.common.errors import InvalidArgument, NotFound, PermissionDenied, QuotaExceeded, TooLarge
-from mlmesh.common.events import EventPublisher, subject_token
+from mlmesh.common.events import EventPublisher, is_token, subject_token
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.labels import label_match
 from mlmesh.storage import datasets
@@ -37,18 +37,6 @@ MAX_FILES = 100_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 DIRECT = api.DirectAccessMethod
-
-
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
@@ -114,9 +102,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         if out.team != ident.team and not (ident.is_admin or ident.is_service):
             raise PermissionDenied(f"you may only store artifacts for team {ident.team}")
         bad = {}
-        try:
-            subject_token(out.team, "artifact.team")
-        except InvalidArgument:
+        if not is_token(out.team):
             bad["artifact.team"] = "must be 1-128 characters of [a-z0-9_-]"
         if not out.name or len(out.name) > 256:
             bad["artifact.name"] = "1-256 characters"
@@ -124,11 +110,9 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             bad["artifact.kind"] = "checkpoint, model, dataset or generic"
         if len(out.labels) > 64 or any(len(k) > 63 or len(v) > 63 for k, v in out.labels.items()):
             bad["artifact.labels"] = "at most 64 labels of 63 characters"
-        if out.kind == artifact_pb2.ARTIFACT_KIND_CHECKPOINT and out.checkpoint.job_id:
-            try:
-                subject_token(out.checkpoint.job_id, "artifact.checkpoint.job_id")
-            except InvalidArgument:
-                bad["artifact.checkpoint.job_id"] = "must be 1-128 characters of [a-z0-9_-]"
+        checkpoint_job = out.checkpoint.job_id if out.kind == artifact_pb2.ARTIFACT_KIND_CHECKPOINT else ""
+        if checkpoint_job and not is_token(checkpoint_job):
+            bad["artifact.checkpoint.job_id"] = "must be 1-128 characters of [a-z0-9_-]"
         if bad:
             raise InvalidArgument("invalid artifact", bad)
         return out
@@ -145,10 +129,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def _new_session(self, draft, request_id: str, expected, method: str, ttl_s: float, ident) -> Session:
         if request_id:
-            try:
-                subject_token(request_id, "request_id")
-            except InvalidArgument:
-                raise InvalidArgument.field("request_id", "must be 1-128 characters of [a-z0-9_-]") from None
+            subject_token(request_id, "request_id")
         draft = self._draft(draft, ident)
         await self._check_quota(draft.team, sum(expected.values()))
         upload_id = upload_id_for(draft.team, request_id)
@@ -184,7 +165,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         present = await asyncio.to_thread(self._already_present, request.expected_files)
         return api.BeginUploadResponse(
             upload_id=session.upload_id,
-            expire_time=_ts(session.expire_time),
+            expire_time=ts_from_seconds(session.expire_time),
             chunk_size_bytes=self.chunk_size,
             already_present_paths=present,
         )
@@ -242,7 +223,9 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         session = await self._session(request.upload_id, current_identity())
         stage = self.core.stage_dir(session.upload_id)
         return api.GetUploadResponse(
-            upload_id=session.upload_id, files=progress(stage, session), expire_time=_ts(session.expire_time)
+            upload_id=session.upload_id,
+            files=progress(stage, session),
+            expire_time=ts_from_seconds(session.expire_time),
         )
 
     async def AbortUpload(self, request, context) -> api.AbortUploadResponse:
@@ -266,7 +249,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         kind = "s3" if method == DIRECT.DIRECT_ACCESS_METHOD_S3_PRESIGNED else "filesystem"
         session = await self._new_session(request.artifact, request.request_id, {}, kind, ttl, ident)
         out = api.CreateDirectUploadResponse(
-            upload_id=session.upload_id, method=method, expire_time=_ts(session.expire_time)
+            upload_id=session.upload_id, method=method, expire_time=ts_from_seconds(session.expire_time)
         )
         if kind == "filesystem":
             out.filesystem_path = str(self.core.stage_dir(session.upload_id))
@@ -370,7 +353,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         artifact = await self._visible(request.artifact_id, ident)
         method = request.method or DIRECT.DIRECT_ACCESS_METHOD_FILESYSTEM
         ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else 3600.0
-        out = api.CreateDirectDownloadResponse(method=method, expire_time=_ts(time.time() + ttl))
+        out = api.CreateDirectDownloadResponse(method=method, expire_time=ts_from_seconds(time.time() + ttl))
         if method == DIRECT.DIRECT_ACCESS_METHOD_FILESYSTEM:
             if artifact.tier != HOT:
                 artifact = await self.core.set_tier(artifact.meta.id, HOT)  # readers want fast disk
@@ -458,10 +441,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def SetQuota(self, request, context) -> api.SetQuotaResponse:
         current_identity().require_role(ROLE_ADMIN)
-        try:
-            subject_token(request.team, "team")
-        except InvalidArgument:
-            raise InvalidArgument.field("team", "must be 1-128 characters of [a-z0-9_-]") from None
+        subject_token(request.team, "team")
         if request.quota_bytes < 0:
             raise InvalidArgument.field("quota_bytes", "must not be negative (0 = unlimited)")
         record = struct_pb2.Struct()
@@ -489,7 +469,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         await self.publisher.publish(
             f"mlmesh.storage.artifacts.{team}.{artifact_id}.deleted",
             events_pb2.ArtifactDeleted(
-                artifact_id=artifact_id, team=team, kind=kind, job_id=job_id, reason=reason, delete_time=_now()
+                artifact_id=artifact_id, team=team, kind=kind, job_id=job_id, reason=reason, delete_time=now_ts()
             ),
             ce_subject=artifact_id,
             event_id=f"{artifact_id}-deleted",
@@ -505,7 +485,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
                 to_tier=artifact.tier,
                 reason=reason,
                 moved_bytes=artifact.manifest.total_size_bytes,
-                change_time=_now(),
+                change_time=now_ts(),
             ),
             ce_subject=artifact.meta.id,
         )

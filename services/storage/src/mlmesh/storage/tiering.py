@@ -18,10 +18,11 @@ import time
 from collections.abc import Mapping
 
 from mlmesh.api.storage.v1 import artifact_pb2
+from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import Conflict, FailedPrecondition
 from mlmesh.storage.adapters.catalog import Catalog
 from mlmesh.storage.blobstore import Tier
-from mlmesh.storage.commit import _now, copy_blob, release_blobs
+from mlmesh.storage.commit import copy_blob, release_blobs
 from mlmesh.storage.domain.manifest import blob_sizes
 from mlmesh.storage.domain.tiering import Move, TierItem, TierPolicy, plan_moves
 from mlmesh.storage.faults import crash_point
@@ -59,7 +60,7 @@ async def move_artifact(
         if a.tier != source or a.digest != artifact.digest:
             raise Conflict(f"artifact {artifact_id} moved concurrently")
         a.tier = target
-        a.meta.update_time.CopyFrom(_now())
+        a.meta.update_time.CopyFrom(now_ts())
         return a
 
     moved = await catalog.mutate(artifact_id, switch)
