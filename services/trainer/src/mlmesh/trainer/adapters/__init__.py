@@ -1,0 +1,1 @@
+"""I/O edges of the trainer: storage, the model registry, metrics."""

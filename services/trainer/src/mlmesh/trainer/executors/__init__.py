@@ -1,0 +1,1 @@
+"""Worker executors: how the trainer starts and stops worker processes (local, agents, kubernetes)."""

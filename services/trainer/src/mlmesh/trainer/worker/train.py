@@ -1,0 +1,391 @@
+"""The training loop of one rank: DeepSpeed engine over a (peft) model, deterministic data order,
+periodic and on-demand checkpoints, progress reports and the final model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mlmesh.trainer.domain import schedule
+from mlmesh.trainer.worker import checkpoint, data, modeling
+from mlmesh.trainer.worker.config import TOKEN_ENV, WorkerConfig
+from mlmesh.trainer.worker.reporter import Reporter
+
+DEFAULT_LR = {"FULL": 5e-5, "LORA": 2e-4, "QLORA": 2e-4}
+DEFAULT_SEQ = {modeling.CLASSIFICATION: 128, modeling.GENERATION: 512}
+
+
+class StopRequested:
+    """SIGTERM asks for a checkpoint and a clean exit at the next step boundary (all ranks agree
+    through the per-step all-reduce); a second SIGTERM falls back to the default: exit now."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, signum, frame) -> None:
+        self.flag = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _method(plan: dict) -> str:
+    return str(plan.get("method", "TRAINING_METHOD_FULL")).removeprefix("TRAINING_METHOD_")
+
+
+def _dtype(plan: dict) -> torch.dtype:
+    p = str(plan.get("precision", "PRECISION_FP32"))
+    return {"PRECISION_BF16": torch.bfloat16, "PRECISION_FP16": torch.float16}.get(p, torch.float32)
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig):
+        self.cfg = cfg
+        self.plan = cfg.plan
+        self.hp = cfg.hyperparameters
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.method = _method(self.plan)
+        self.task = cfg.task
+        self.seed = int(self.hp.get("seed") or 42)
+        self.stop = StopRequested()
+        self.output = Path(cfg.output_dir)
+        self.output.mkdir(parents=True, exist_ok=True)
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import deepspeed
+
+        backend = self.plan.get("distributedBackend") or "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device("cpu")
+        deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(seconds=self.cfg.collective_timeout_s))
+        self.reporter = Reporter(
+            self.cfg.nats_url, self.cfg.run_id, self.rank, self.cfg.heartbeat_interval_s, self.cfg.progress_file
+        )
+        self.link = None
+        if self.cfg.storage_address:
+            from mlmesh.trainer.worker.storage_link import StorageLink
+
+            token = os.environ.get(TOKEN_ENV, "")
+            self.link = StorageLink(self.cfg.storage_address, token, self.cfg.team, self.cfg.job_id, self.cfg.run_id)
+        self.committer = checkpoint.Committer(self.link, self.reporter, self.cfg.async_checkpoint)
+        self._load_data()
+        self._build_engine()
+
+    def _load_data(self) -> None:
+        self.tokenizer = modeling.load_tokenizer(self.cfg.model)
+        rows = data.read_jsonl(self.cfg.dataset)
+        train_rows, eval_rows = data.split_rows(rows)
+        cols = self.cfg.column_mapping
+        text_col = cols.get("text", "text")
+        self.seq_len = int(self.hp.get("maxSeqLength") or DEFAULT_SEQ.get(self.task, 512))
+        if self.task == modeling.CLASSIFICATION:
+            label_col = cols.get("label", "label")
+            names = sorted({str(r.get(label_col)) for r in train_rows if label_col in r})
+            self.train = data.classification_examples(
+                train_rows, self.tokenizer, self.seq_len, text_col, label_col, names, self.cfg.dataset
+            )
+            self.eval = (
+                data.classification_examples(
+                    eval_rows, self.tokenizer, self.seq_len, text_col, label_col, names, self.cfg.dataset
+                )
+                if eval_rows
+                else None
+            )
+        else:
+            self.train = data.causal_lm_examples(train_rows, self.tokenizer, self.seq_len, text_col, self.cfg.dataset)
+            self.eval = (
+                data.causal_lm_examples(eval_rows, self.tokenizer, self.seq_len, text_col, self.cfg.dataset)
+                if eval_rows
+                else None
+            )
+        self.micro = int(self.plan.get("microBatchSize") or 1)
+        self.accum = int(self.plan.get("gradientAccumulationSteps") or 1)
+        self.global_batch = self.micro * self.accum * self.world
+        self.total_steps = schedule.total_steps(
+            len(self.train), self.global_batch, float(self.hp.get("epochs") or 1.0), int(self.hp.get("maxSteps") or 0)
+        )
+
+    def _build_engine(self) -> None:
+        import deepspeed
+
+        quantized = self.method == "QLORA"
+        dtype = _dtype(self.plan)
+        # Frozen base weights need no fp32 copy: under LoRA they load in the compute dtype.
+        load_dtype = dtype if self.method in ("LORA", "QLORA") else torch.float32
+        model = modeling.load_model(
+            self.cfg.model,
+            self.task,
+            num_labels=max(2, len(self.train.label_names)),
+            dtype=load_dtype,
+            quantize_4bit=quantized,
+            seed=self.seed,
+        )
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        ckpt = bool(self.plan.get("gradientCheckpointing"))
+        if ckpt:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.method in ("LORA", "QLORA"):
+            model = modeling.apply_lora(model, self.task, self.plan.get("lora") or {}, quantized, ckpt)
+        # Dropout and LoRA init draw from here on; each rank its own stream, restored on resume.
+        random.seed(self.seed + self.rank)
+        np.random.seed(self.seed + self.rank)
+        torch.manual_seed(self.seed + self.rank)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.trainable = sum(p.numel() for p in params)
+        self.total_params = sum(p.numel() for p in model.parameters())
+        lr = float(self.hp.get("learningRate") or DEFAULT_LR.get(self.method, 1e-4))
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(self.hp.get("weightDecay") or 0.0), fused=fused)
+        warmup = int(self.hp.get("warmupSteps") or 0)
+        kind = self.hp.get("lrScheduler") or "linear"
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: schedule.lr_multiplier(s, self.total_steps, warmup, kind)
+        )
+        ds_config = dict(self.plan.get("deepspeedConfig") or {})
+        ds_config.setdefault("train_micro_batch_size_per_gpu", self.micro)
+        ds_config.setdefault("gradient_accumulation_steps", self.accum)
+        ds_config["train_batch_size"] = self.global_batch
+        ds_config.setdefault("zero_allow_untested_optimizer", True)
+        ds_config.setdefault("steps_per_print", 10**9)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=lr_sched, config=ds_config
+        )
+        if self.plan.get("torchCompile"):
+            self.engine.compile()
+
+    # --- loop ------------------------------------------------------------------------------------
+
+    def resume(self) -> int:
+        directory = None
+        if self.cfg.resume_dir:
+            directory = Path(self.cfg.resume_dir)
+        elif self.cfg.resume_artifact_id:
+            if self.link is None:
+                raise ValueError("resume_artifact_id needs storage_address")
+            directory = self.link.fetch(
+                self.cfg.resume_artifact_id, self.output / f"resume-{self.cfg.resume_artifact_id}-rank{self.rank}"
+            )
+        if directory is None:
+            return 0
+        state = checkpoint.restore(self.engine, directory, self.rank, self.world)
+        return int(state["step"])
+
+    def run(self) -> int:
+        start = self.resume()
+        flops_per_token = (4 if self.method in ("LORA", "QLORA") else 6) * self.total_params
+        ck_every = self.cfg.checkpoint_every_n_steps
+        ck_secs = self.cfg.checkpoint_every_s
+        last_ck = time.monotonic()
+        metrics: dict[str, float] = {}
+        if start == 0 and self.eval is not None and self.task == modeling.CLASSIFICATION:
+            metrics["eval_accuracy_before"] = self.evaluate()["eval_accuracy"]
+        window_t, window_tokens, window_samples, window_steps = time.monotonic(), 0.0, 0, 0
+        step_times: list[float] = []
+        self.engine.train()
+        step = start
+        loss = float("nan")
+        while step < self.total_steps:
+            t0 = time.monotonic()
+            indices = schedule.global_batch_indices(len(self.train), self.seed, step, self.global_batch)
+            mine = schedule.rank_micro_batches(indices, self.rank, self.world, self.micro, self.accum)
+            loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+            tokens = torch.zeros((), device=self.device, dtype=torch.float32)
+            for mb in mine:
+                batch = data.collate(self.train, mb, self.tokenizer.pad_token_id, self.device)
+                out = self.engine(**batch)
+                self.engine.backward(out.loss)
+                self.engine.step()
+                loss_sum += out.loss.detach().float()
+                tokens += batch["attention_mask"].sum()
+            step += 1
+            self.reporter.step = step
+            due = (ck_every and step % ck_every == 0) or (ck_secs and time.monotonic() - last_ck >= ck_secs)
+            # One small all-reduce per step carries the loss, the tokens and both control flags, so
+            # every rank takes the same checkpoint/stop decision at the same step.
+            ctl = torch.stack(
+                [
+                    loss_sum,
+                    tokens,
+                    torch.tensor(float(self.stop.flag), device=self.device),
+                    torch.tensor(float(bool(due)) if self.rank == 0 else 0.0, device=self.device),
+                ]
+            )
+            dist.all_reduce(ctl)
+            loss_v, tokens_v, stop_v, due_v = ctl.tolist()
+            loss = loss_v / (self.accum * self.world)
+            step_times.append(time.monotonic() - t0)
+            window_tokens += tokens_v
+            window_samples += self.global_batch
+            window_steps += 1
+            if step % max(1, self.cfg.log_every_n_steps) == 0 or step == self.total_steps:
+                elapsed = time.monotonic() - window_t
+                if step - start > self.cfg.warmup_report_steps:
+                    tps = window_tokens / elapsed
+                    self._progress(step, loss, tps, window_samples / elapsed, flops_per_token, step_times)
+                window_t, window_tokens, window_samples, window_steps = time.monotonic(), 0.0, 0, 0
+            if due_v > 0 or stop_v > 0:
+                self.save(step, loss)
+                last_ck = time.monotonic()
+            if stop_v > 0:
+                self.committer.wait()
+                if self.rank == 0:
+                    self.reporter.send("stopped", {"step": step, "checkpoint": self._latest()})
+                return 0
+        metrics["loss"] = loss
+        if self.eval is not None:
+            metrics.update(self.evaluate())
+        self.committer.wait()
+        self.finish(step, metrics)
+        return 0
+
+    def _latest(self) -> dict:
+        if self.committer.latest is None:
+            return {}
+        step, artifact = self.committer.latest
+        return {"step": step, "artifact_id": artifact}
+
+    def _progress(self, step, loss, tps, sps, flops_per_token, step_times) -> None:
+        if self.rank != 0:
+            return
+        recent = step_times[-20:]
+        eta = (self.total_steps - step) * (sum(recent) / len(recent))
+        peak = self.cfg.peak_flops_per_device
+        mfu = tps * flops_per_token / (peak * self.world) if peak > 0 else 0.0
+        lr = self.engine.get_lr()[0] if hasattr(self.engine, "get_lr") else 0.0
+        self.reporter.send(
+            "progress",
+            {
+                "step": step,
+                "total_steps": self.total_steps,
+                "epoch": step * self.global_batch / max(1, len(self.train)),
+                "loss": loss,
+                "learning_rate": lr,
+                "tokens_per_second": tps,
+                "samples_per_second": sps,
+                "eta_s": eta,
+                "mfu": mfu,
+                "latest_checkpoint": self._latest(),
+                "time": time.time(),
+            },
+        )
+
+    def save(self, step: int, loss: float) -> None:
+        self.committer.wait()  # one commit in flight; also surfaces a failed background commit
+        state = {
+            "step": step,
+            "epoch": step * self.global_batch / max(1, len(self.train)),
+            "world_size": self.world,
+            "seed": self.seed,
+            "loss": loss,
+        }
+        upload = [None, None, False]
+        if self.rank == 0:
+            if self.link is not None:
+                upload_id, path = self.link.open_checkpoint(step, state["epoch"], {"loss": loss}, self.cfg.retention)
+                staged = path is None
+                path = path or self.output / "checkpoints" / f"step-{step}"
+                upload = [upload_id, str(path), staged]
+            else:
+                upload = [None, str(self.output / "checkpoints" / f"step-{step}"), False]
+        dist.broadcast_object_list(upload, src=0)
+        directory = Path(upload[1])
+        directory.mkdir(parents=True, exist_ok=True)
+        exclude_frozen = self.method in ("LORA", "QLORA")
+        checkpoint.write(self.engine, directory, self.rank, state, exclude_frozen)
+        if self.rank == 0 and upload[0] is not None:
+            self.committer.commit(upload[0], directory, upload[2], step)
+        elif self.rank == 0:
+            self.committer.latest = (step, str(directory))
+
+    # --- evaluation and output ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Each rank evaluates every world-th example (padded to equal batch counts, since ZeRO-3
+        forwards are collective); sums are all-reduced."""
+        self.engine.eval()
+        n = len(self.eval)
+        mine = list(range(self.rank, n, self.world))
+        batches = math.ceil(math.ceil(n / self.world) / self.micro)
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # correct/loss, count, tokens
+        for b in range(batches):
+            idx = mine[b * self.micro : (b + 1) * self.micro]
+            real = len(idx)
+            idx = idx or [0]
+            batch = data.collate(self.eval, idx, self.tokenizer.pad_token_id, self.device)
+            out = self.engine(**batch)
+            if real == 0:
+                continue
+            if self.task == modeling.CLASSIFICATION:
+                pred = out.logits.argmax(-1)
+                sums[0] += (pred[:real] == batch["labels"][:real]).sum()
+                sums[1] += real
+            else:
+                ntok = (batch["labels"][:real, 1:] != -100).sum()
+                sums[0] += out.loss.double() * ntok
+                sums[2] += ntok
+        dist.all_reduce(sums)
+        self.engine.train()
+        if self.task == modeling.CLASSIFICATION:
+            return {"eval_accuracy": float(sums[0] / max(1.0, float(sums[1])))}
+        eval_loss = float(sums[0] / max(1.0, float(sums[2])))
+        return {"eval_loss": eval_loss, "eval_perplexity": math.exp(min(eval_loss, 50.0))}
+
+    def finish(self, step: int, metrics: dict[str, float]) -> None:
+        out = self.output / "model"
+        module = self.engine.module
+        if int((self.plan.get("deepspeedConfig") or {}).get("zero_optimization", {}).get("stage", 0)) == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=0):
+                if self.rank == 0:
+                    self._save_model(module, out)
+        elif self.rank == 0:
+            self._save_model(module, out)
+        dist.barrier()
+        if self.rank != 0:
+            return
+        result = {"step": step, "metrics": metrics, "model_dir": str(out), "model_artifact_id": ""}
+        if self.link is not None and self.cfg.upload_model:
+            result["model_artifact_id"] = self.link.upload_model(
+                out, f"{self.cfg.job_id}-model", {"job_id": self.cfg.job_id, "run_id": self.cfg.run_id}
+            )
+        latest = self._latest()
+        result["checkpoint"] = latest
+        (self.output / "result.json").write_text(json.dumps(result, indent=1))
+        self.reporter.send("result", result)
+
+    def _save_model(self, module, out: Path) -> None:
+        modeling.save_output(
+            module,
+            self.tokenizer,
+            out,
+            task=self.task,
+            base_ref=self.cfg.model,
+            label_names=self.train.label_names,
+            method=self.method,
+        )
+
+    def close(self) -> None:
+        self.reporter.close()
+        if self.link is not None:
+            self.link.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
