@@ -522,3 +522,11 @@ def test_local_host_profile_reads_meminfo(tmp_path):
     assert device_profiles.host_memory_bytes(meminfo) == 16384000 * 1024
     local = device_profiles.local_host_profile()
     assert local.host_memory_bytes > 0 and local.gpu_memory_bytes == 0
+
+
+def test_training_from_scratch_is_full_even_for_large_models():
+    plan = planner.plan_run(LLAMA_7B, trainer(), H100, 8, from_scratch=True)
+    check_consistent(plan)
+    assert plan.method == FULL and plan.memory.fits and plan.zero_stage in (2, 3)
+    assert "from scratch" in decision(plan, "method").reason
+    assert plan.trainable_parameters == LLAMA_7B.total_parameters

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mlmesh.cli import artifacts, jobs, models, nodes, queues
+from mlmesh.cli import artifacts, jobs, models, nodes, plan, queues
 from mlmesh.cli.output import CliError, console, print_error, print_json, print_table
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.settings import SettingsError
@@ -88,6 +88,7 @@ queues.register(app)
 nodes.register(app)
 artifacts.register(app)
 models.register(app)
+plan.register(app)
 
 _SECRET_KEYS = {"password", "secret_key", "access_key"}
 

@@ -249,3 +249,9 @@ def registry_client(endpoint: str | None = None, *, state_dir: str | Path | None
     return Client(
         "storage", model_registry_service_pb2_grpc.ModelRegistryServiceStub, endpoint=endpoint, state_dir=state_dir
     )
+
+
+def trainer_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
+    from mlmesh.api.trainer.v1 import trainer_service_pb2_grpc
+
+    return Client("trainer", trainer_service_pb2_grpc.TrainerServiceStub, endpoint=endpoint, state_dir=state_dir)

@@ -157,7 +157,13 @@ def _check_map(
 
 
 def parse_base_model(ref: str) -> tuple[str, str, str]:
-    """("model", name, version-or-alias) | ("artifact", id, "") | ("name", ref, ""); ValueError if malformed."""
+    """("model", name, version-or-alias) | ("artifact", id, "") | ("builtin", name, "") | ("name", ref, "");
+    ValueError if malformed. `builtin:<name>` is a model the trainer ships (e.g. builtin:minilm)."""
+    if ref.startswith("builtin:"):
+        name = ref[len("builtin:") :]
+        if not NAME.fullmatch(name):
+            raise ValueError("builtin references are builtin:<name>")
+        return "builtin", name, ""
     if ref.startswith("model://"):
         name, sep, target = ref[len("model://") :].partition("@")
         target = target if sep else "latest"
@@ -170,7 +176,9 @@ def parse_base_model(ref: str) -> tuple[str, str, str]:
             raise ValueError("artifact references are artifact://<artifact id>")
         return "artifact", art, ""
     if "://" in ref or not HF_NAME.fullmatch(ref):
-        raise ValueError("must be model://<name>@<version|alias>, artifact://<id> or a model name like org/model")
+        raise ValueError(
+            "must be model://<name>@<version|alias>, artifact://<id>, builtin:<name> or a model name like org/model"
+        )
     return "name", ref, ""
 
 

@@ -20,7 +20,7 @@ from mlmesh.api.storage.v1 import model_registry_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
 from mlmesh.common.clock import now_ts
-from mlmesh.common.errors import AlreadyExists, Conflict, DomainError, NotFound
+from mlmesh.common.errors import AlreadyExists, Conflict, DeadlineExceeded, MlmeshError, NotFound, Unavailable
 from mlmesh.common.events import EventPublisher
 from mlmesh.common.kv import KvRepository
 from mlmesh.trainer import preparation
@@ -44,10 +44,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _user_failure(exc: DomainError) -> Failure:
-    code = exc.__class__.__name__
-    fc = job_pb2.FAILURE_CLASS_INFRASTRUCTURE if code == "Unavailable" else job_pb2.FAILURE_CLASS_USER_ERROR
-    return Failure(fc, "InvalidRun" if fc == job_pb2.FAILURE_CLASS_USER_ERROR else "InfrastructureError", str(exc))
+def _user_failure(exc: MlmeshError) -> Failure:
+    """Preparation errors: bad input is the user's (not retried); an unreachable dependency is not."""
+    if isinstance(exc, (Unavailable, DeadlineExceeded)):
+        return Failure(job_pb2.FAILURE_CLASS_INFRASTRUCTURE, "InfrastructureError", exc.message)
+    details = "; ".join(f"{v.field}: {v.description}" for v in getattr(exc, "violations", []))
+    return Failure(job_pb2.FAILURE_CLASS_USER_ERROR, "InvalidRun", details or exc.message)
 
 
 class RunController:
@@ -302,7 +304,7 @@ class ActiveRun:
                 return
             await self.launch(spec)
             await self.monitor(spec)
-        except DomainError as exc:
+        except MlmeshError as exc:
             f = _user_failure(exc)
             await self._fail(f)
         except asyncio.CancelledError:
@@ -342,7 +344,7 @@ class ActiveRun:
                 spec.trainer.dataset, self.run.team, self.c.storage
             )
             device, gpn = preparation.device_for(self.run.placement, {})
-            plan = preparation.make_plan(resolved, spec.trainer, device, len(ranks), gpn)
+            plan = preparation.make_plan(resolved, spec, device, len(ranks), gpn)
             self.run.plan.CopyFrom(plan)
             cfg = self._worker_config(resolved.ref, dataset, plan, device)
             path = self.run_dir / "worker-config.json"

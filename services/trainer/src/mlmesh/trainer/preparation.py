@@ -109,12 +109,14 @@ def device_for(placement, fabric_nodes: dict[str, dict]) -> tuple[api.DeviceProf
     return device_profiles.local_host_profile(), 0
 
 
-def make_plan(resolved: ResolvedModel, trainer: job_pb2.TrainerConfig, device, world: int, gpn: int) -> run_pb2.Plan:
+def make_plan(resolved: ResolvedModel, spec: job_pb2.JobSpec, device, world: int, gpn: int) -> run_pb2.Plan:
+    trainer = spec.trainer
     if device.gpu_memory_bytes == 0 and trainer.method == job_pb2.TRAINING_METHOD_QLORA:
         raise InvalidArgument.field(
             "spec.trainer.method", "QLoRA needs a GPU (bitsandbytes 4-bit kernels); this run is placed on CPUs"
         )
-    plan = plan_run(resolved.shape, trainer, device, world, gpn)
+    from_scratch = spec.kind == job_pb2.JOB_KIND_TRAIN
+    plan = plan_run(resolved.shape, trainer, device, world, gpn, from_scratch=from_scratch)
     if not plan.memory.fits:
         raise FailedPrecondition(
             f"the plan does not fit: {plan.memory.total_bytes / 2**30:.1f} GiB per device needed, "

@@ -135,5 +135,8 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
         device = device_profiles.local_host_profile() if device is None else device_profiles.complete_profile(device)
         world = max(1, spec.workers.count)
         gpus = spec.workers.resources.gpus if spec.workers.HasField("resources") else 0
-        plan = plan_run(resolved.shape, spec.trainer, device, world, gpus * world if gpus else 0)
+        # Ranks per node when GPUs are asked for: assume they share nodes of up to 8 GPUs.
+        per_node = min(world, max(1, 8 // gpus)) if gpus else 0
+        from_scratch = spec.kind == job_pb2.JOB_KIND_TRAIN
+        plan = plan_run(resolved.shape, spec.trainer, device, world, per_node, from_scratch=from_scratch)
         return api.PlanRunResponse(plan=plan)

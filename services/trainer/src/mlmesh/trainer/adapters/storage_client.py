@@ -112,13 +112,18 @@ class StorageClient:
         )
         mv.metrics.update(metrics)
         mv.properties.update(properties)
-        reply = await self.registry.RegisterModelVersion(
-            model_registry_service_pb2.RegisterModelVersionRequest(
-                model_version=mv, aliases=aliases, request_id=request_id
-            ),
-            metadata=self._meta,
-            timeout=RPC_TIMEOUT_S,
-        )
+        try:
+            reply = await self.registry.RegisterModelVersion(
+                model_registry_service_pb2.RegisterModelVersionRequest(
+                    model_version=mv, aliases=aliases, request_id=request_id
+                ),
+                metadata=self._meta,
+                timeout=RPC_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+                raise InvalidArgument.field("spec.trainer.output_model_name", f"registration refused: {err.details()}")
+            raise Unavailable(f"model registry: {err.details()}") from None
         return reply.model_version
 
     async def close(self) -> None:

@@ -72,6 +72,7 @@ class _Ctx:
     causal_lm: bool
     lora: job_pb2.LoraConfig | None  # None when LoRA is impossible (unknown module layout)
     lora_trainable: int
+    from_scratch: bool
 
 
 # --- memory --------------------------------------------------------------------------------------
@@ -330,6 +331,8 @@ def _apply_overrides(c: Candidate, o: job_pb2.PlanOverrides) -> Candidate:
 def _methods(ctx: _Ctx, trainer: job_pb2.TrainerConfig) -> list[int]:
     if trainer.method:
         return [trainer.method]
+    if ctx.from_scratch:
+        return [FULL]
     small = ctx.shape.total_parameters <= FULL_FT_MAX_PARAMETERS
     methods = [FULL] if small or ctx.lora is None else []
     if ctx.lora is not None:
@@ -391,8 +394,13 @@ def plan_run(
     device: api.DeviceProfile,
     world_size: int,
     gpus_per_node: int = 0,
+    *,
+    from_scratch: bool = False,
 ) -> run_pb2.Plan:
-    """Plan a run of `world_size` ranks on devices like `device`. Raises InvalidArgument naming each bad field."""
+    """Plan a run of `world_size` ranks on devices like `device`. Raises InvalidArgument naming each bad field.
+
+    `from_scratch` (JOB_KIND_TRAIN, random weights): the method defaults to FULL, since adapters over an
+    untrained base learn nothing useful."""
     gpu = device.gpu_memory_bytes > 0
     _validate(shape, trainer, gpu, device.host_memory_bytes, world_size)
     o, hp = trainer.overrides, trainer.hyperparameters
@@ -425,6 +433,7 @@ def plan_run(
         causal_lm=causal_lm,
         lora=lora,
         lora_trainable=lora_parameters(shape, lora.rank, lora.target_modules) if lora else 0,
+        from_scratch=from_scratch,
     )
 
     methods = _methods(ctx, trainer)
@@ -460,7 +469,7 @@ def plan_run(
         plan.lora.CopyFrom(lora)
     plan.memory.CopyFrom(memory)
 
-    _explain(plan, ctx, trainer, methods, smallest, requested)
+    _explain(plan, ctx, trainer, smallest, requested)
     if not memory.fits:
         plan.warnings.append(
             f"no strategy fits: about {_gib(memory.total_bytes)} needed per device, {_gib(capacity)} available; "
@@ -530,7 +539,6 @@ def _explain(
     plan: run_pb2.Plan,
     ctx: _Ctx,
     trainer: job_pb2.TrainerConfig,
-    methods: list[int],
     smallest: dict[int, int],
     requested: int,
 ) -> None:
@@ -539,7 +547,7 @@ def _explain(
         _decision(
             "method",
             _method_name(plan.method),
-            _method_reason(plan, ctx, trainer, methods, smallest),
+            _method_reason(plan, ctx, trainer, smallest),
             bool(trainer.method),
         )
     )
@@ -604,19 +612,19 @@ def _explain(
     add(_decision("distributed_backend", plan.distributed_backend, backend_reason))
 
 
-def _method_reason(
-    plan: run_pb2.Plan, ctx: _Ctx, trainer: job_pb2.TrainerConfig, methods: list[int], smallest: dict[int, int]
-) -> str:
+def _method_reason(plan: run_pb2.Plan, ctx: _Ctx, trainer: job_pb2.TrainerConfig, smallest: dict[int, int]) -> str:
     if trainer.method:
         return "set in trainer.method"
     total, cap = ctx.shape.total_parameters, _gib(ctx.capacity)
     if not plan.memory.fits:
-        return "nothing fits; LoRA with the most offload is the smallest plan"
+        return f"nothing fits; {_method_name(plan.method)} with the most offload is the smallest plan"
 
     def too_big(m: int) -> str:
         return f"{_method_name(m).lower()} needs >= {_gib(smallest[m])} per device ({cap} available)"
 
     if plan.method == FULL:
+        if ctx.from_scratch:
+            return "training from scratch: every weight must learn"
         if ctx.lora is None and total > FULL_FT_MAX_PARAMETERS:
             return f"LoRA module layout unknown for {ctx.shape.model_type}: full fine-tuning"
         return f"{_count(total)} parameters <= {FULL_FT_MAX_PARAMETERS // 1_000_000}M and full fine-tuning fits"

@@ -47,6 +47,18 @@ def _dtype(plan: dict) -> torch.dtype:
     return {"PRECISION_BF16": torch.bfloat16, "PRECISION_FP16": torch.float16}.get(p, torch.float32)
 
 
+def _whole_numbers(value):
+    """The plan's DeepSpeed config went through a protobuf Struct, where every number is a float;
+    DeepSpeed wants its counts and sizes as ints."""
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 class Worker:
     def __init__(self, cfg: WorkerConfig):
         self.cfg = cfg
@@ -158,7 +170,7 @@ class Worker:
         lr_sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: schedule.lr_multiplier(s, self.total_steps, warmup, kind)
         )
-        ds_config = dict(self.plan.get("deepspeedConfig") or {})
+        ds_config = _whole_numbers(dict(self.plan.get("deepspeedConfig") or {}))
         ds_config.setdefault("train_micro_batch_size_per_gpu", self.micro)
         ds_config.setdefault("gradient_accumulation_steps", self.accum)
         ds_config["train_batch_size"] = self.global_batch
