@@ -122,7 +122,8 @@ class StorageClient:
             )
         except grpc.aio.AioRpcError as err:
             if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-                raise InvalidArgument.field("spec.trainer.output_model_name", f"registration refused: {err.details()}")
+                reason = f"registration refused: {err.details()}"
+                raise InvalidArgument.field("spec.trainer.output_model_name", reason) from None
             raise Unavailable(f"model registry: {err.details()}") from None
         return reply.model_version
 
