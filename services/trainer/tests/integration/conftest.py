@@ -81,9 +81,10 @@ def write_sentiment_dataset(path: Path, rows: int = 200, seed: int = 0) -> Path:
 class Services:
     """NATS, storage and the trainer, each a real process on 127.0.0.1."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, trainer_env: dict[str, str] | None = None):
         self.tmp = tmp
         private, public = generate_signing_key()
+        self.private_key = private  # for tests that start more services (the fabric, an agent)
         write_secret(tmp / "public.pem", public)
         self.scheduler_token = mint_service_token(private, "scheduler")
         write_secret(tmp / "trainer.token", mint_service_token(private, "trainer"))
@@ -105,14 +106,16 @@ class Services:
                 "HEARTBEAT_TIMEOUT_S": "20",
                 "COLLECTIVE_TIMEOUT_S": "60",
                 "DEFAULT_STOP_GRACE_S": "60",
+                **(trainer_env or {}),
             },
         )
         self.channel = grpc.insecure_channel(self.trainer_address)
         self.stub = trainer_service_pb2_grpc.TrainerServiceStub(self.channel)
 
-    def _start(self, module: str, extra: dict[str, str]) -> str:
-        p = f"MLMESH_{module.upper()}_"
-        ready = self.tmp / f"{module}.ready"
+    def _start(self, name: str, extra: dict[str, str], *, module: str = "", args: tuple[str, ...] = ()) -> str:
+        """Start `python -m mlmesh.<module or name> *args` with MLMESH_<NAME>_* settings; its address."""
+        p = f"MLMESH_{name.upper()}_"
+        ready = self.tmp / f"{name}.ready"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
         env.update(
             {
@@ -123,15 +126,14 @@ class Services:
                 **{p + k: v for k, v in extra.items()},
             }
         )
-        proc = ManagedProcess(
-            module, [sys.executable, "-m", f"mlmesh.{module}"], log_path=self.tmp / f"{module}.log", env=env
-        )
+        argv = [sys.executable, "-m", f"mlmesh.{module or name}", *args]
+        proc = ManagedProcess(name, argv, log_path=self.tmp / f"{name}.log", env=env)
         proc.start()
         self.procs.append(proc)
         deadline = time.monotonic() + 90
         while not ready.exists():
             assert proc.alive(), proc.log_tail()
-            assert time.monotonic() < deadline, f"{module} did not start"
+            assert time.monotonic() < deadline, f"{name} did not start"
             time.sleep(0.05)
         return f"127.0.0.1:{json.loads(ready.read_text())['grpc_port']}"
 
@@ -190,6 +192,22 @@ def services(tmp_path: Path):
         yield svc
     finally:
         svc.close()
+
+
+@pytest.fixture
+def make_services(tmp_path: Path):
+    """Services with other trainer settings: `make_services(trainer_env={"EXECUTOR": "agents"})`."""
+    made: list[Services] = []
+
+    def make(**kwargs) -> Services:
+        made.append(Services(tmp_path, **kwargs))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for svc in made:
+            svc.close()
 
 
 def finetune_spec(model: str, dataset: Path, **trainer_fields) -> job_pb2.JobSpec:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import shlex
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +22,8 @@ from rich.text import Text
 
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as api
+from mlmesh.api.trainer.v1 import run_pb2
+from mlmesh.api.trainer.v1 import trainer_service_pb2 as trainer_api
 from mlmesh.cli.common import (
     EndpointOpt,
     JsonOpt,
@@ -33,7 +37,7 @@ from mlmesh.cli.common import (
     to_dict,
 )
 from mlmesh.cli.output import CliError, console, err_console, print_table
-from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, RpcFailure, backoff_delays
+from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, RpcFailure, backoff_delays, trainer_client
 from mlmesh.sdk.jobspec import JobSpecError, load_job_spec
 
 jobs_app = typer.Typer(help="List, inspect, watch and cancel jobs.", no_args_is_help=True, rich_markup_mode=None)
@@ -56,6 +60,11 @@ _STATE_STYLE = {
 # each stream means no change is lost in between.
 WATCH_STREAM_S = 300.0
 WATCH_MAX_FAILURES = 5
+# Training progress comes from the trainer's GetRun, polled while a train/finetune job runs.
+TRAINER_KINDS = frozenset({job_pb2.JOB_KIND_TRAIN, job_pb2.JOB_KIND_FINETUNE})
+PROGRESS_POLL_S = 1.0
+PROGRESS_RPC_S = 2.0
+PROGRESS_BACKOFF_S = 10.0  # after a failed poll: the trainer may be down; stay quiet meanwhile
 
 
 def state_name(state: int) -> str:
@@ -194,6 +203,119 @@ def watch_stream(client: Client, job_ids: list[str], team: str = "") -> Iterator
         time.sleep(next(delays))
 
 
+def with_ticks(items: Iterator, every_s: float = PROGRESS_POLL_S) -> Iterator:
+    """`items`, plus None whenever `every_s` passes without one: a stream only speaks on state
+    changes, and progress is polled in between. The stream is read on a daemon thread; its
+    exceptions come out here. Ctrl-C still interrupts the caller's thread."""
+    q: queue.Queue = queue.Queue()
+    end = object()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+        else:
+            q.put(end)
+
+    threading.Thread(target=pump, name="mlmesh-watch", daemon=True).start()
+    while True:
+        try:
+            item = q.get(timeout=every_s)
+        except queue.Empty:
+            yield None
+            continue
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def progress_text(p: run_pb2.Progress) -> str:
+    """`step 3/6  loss 2.1034  1,234 tok/s  ETA 12s  MFU 41.0%` (MFU only when known)."""
+    parts = [f"step {p.step}/{p.total_steps}" if p.total_steps else f"step {p.step}", f"loss {p.loss:.4f}"]
+    if p.tokens_per_second > 0:
+        parts.append(f"{p.tokens_per_second:,.0f} tok/s")
+    if not p.total_steps or p.step < p.total_steps:
+        parts.append(f"ETA {_duration(p.eta.ToTimedelta().total_seconds())}")
+    if p.mfu > 0:
+        parts.append(f"MFU {p.mfu:.1%}")
+    return "  ".join(parts)
+
+
+class ProgressPoller:
+    """Training progress of running train/finetune jobs, read from the trainer (GetRun on the job's
+    run) at most once per `interval_s` per job. Best effort: with no trainer endpoint, or one that
+    does not answer, the watch goes on without progress and without errors."""
+
+    def __init__(self, interval_s: float = PROGRESS_POLL_S, make_client=trainer_client):
+        self.interval_s = interval_s
+        self._make_client = make_client
+        self._client: Client | None = None
+        self._disabled = False
+        self._quiet_until = 0.0
+        self._last_poll: dict[str, float] = {}
+        self._shown: dict[str, tuple[str, int]] = {}
+
+    def _trainer(self) -> Client | None:
+        if self._client is None and not self._disabled:
+            try:
+                self._client = self._make_client()
+            except CliError:  # no trainer endpoint known (or no token): no progress
+                self._disabled = True
+        return self._client
+
+    def poll(self, job: job_pb2.Job, *, final: bool = False) -> run_pb2.Progress | None:
+        """The job's progress if it is due, known and not shown yet; `final` (the job just ended)
+        skips the rate limit, so the last steps are shown even when they were quick."""
+        st = job.status
+        if job.spec.kind not in TRAINER_KINDS or not st.run_id:
+            return None
+        if not final and st.state != job_pb2.JOB_STATE_RUNNING:
+            return None
+        now = time.monotonic()
+        if now < self._quiet_until or (not final and now - self._last_poll.get(job.meta.id, -1e9) < self.interval_s):
+            return None
+        self._last_poll[job.meta.id] = now
+        client = self._trainer()
+        if client is None:
+            return None
+        try:
+            request = trainer_api.GetRunRequest(run_id=st.run_id)
+            run = client.call(client.stub.GetRun, request, timeout=PROGRESS_RPC_S).run
+        except CliError:
+            self._quiet_until = now + PROGRESS_BACKOFF_S
+            return None
+        p = run.progress
+        key = (run.run_id, p.step)
+        if not p.step or self._shown.get(job.meta.id) == key:
+            return None
+        self._shown[job.meta.id] = key
+        return p
+
+    def poll_all(self, jobs: Iterable[job_pb2.Job]) -> list[tuple[job_pb2.Job, run_pb2.Progress]]:
+        return [(j, p) for j in jobs if (p := self.poll(j)) is not None]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _print_progress(job: job_pb2.Job, p: run_pb2.Progress) -> None:
+    line = Text(f"{time.strftime('%H:%M:%S')}  {job.meta.id}  {job.spec.name}  ")
+    line.append(progress_text(p), style="blue")
+    console.print(line, soft_wrap=True)
+
+
 def _changed(seen: dict[str, tuple], job: job_pb2.Job) -> bool:
     key = (job.status.state, job.status.attempt, job.status.reason)
     if seen.get(job.meta.id) == key:
@@ -211,6 +333,7 @@ class _JobView:
         self.started = time.monotonic()
         self.transitions: list[tuple[str, int, str]] = []
         self.children: dict[str, job_pb2.Job] = {}  # pipeline step name -> latest child job
+        self.progress = ""  # the job's latest training progress, if it trains
 
     def update(self, job: job_pb2.Job) -> None:
         if job.meta.id != self.job.meta.id:
@@ -238,6 +361,8 @@ class _JobView:
         head.add_row("state", styled_state(s.state) + (f"  attempt {s.attempt}" if s.attempt else ""))
         head.add_row("queue", j.spec.queue or "-")
         head.add_row("elapsed", f"{time.monotonic() - self.started:.0f}s")
+        if self.progress:
+            head.add_row("progress", Text(self.progress))
         if s.reason or s.message:
             head.add_row("last", Text(": ".join(p for p in (s.reason, s.message) if p)))
         parts = [head]
@@ -264,18 +389,35 @@ def follow(client: Client, job: job_pb2.Job, *, json_output: bool = False) -> jo
     # A pipeline's steps are separate jobs: watch the team's jobs and keep the pipeline's own.
     ids = [] if pipeline else [job.meta.id]
     live = Live(view, console=console, refresh_per_second=4) if console.is_terminal and not json_output else None
+    # JSON output stays one WatchJobsResponse per line: no progress there.
+    progress = ProgressPoller() if not json_output else None
+    tracked: dict[str, job_pb2.Job] = {}  # this job and its steps, by id, as last seen
+
+    def show(j: job_pb2.Job, p: run_pb2.Progress) -> None:
+        if j.meta.id == job.meta.id:
+            view.progress = progress_text(p)
+        if live is None:
+            _print_progress(j, p)
+
     if live is not None:
         live.start()
     try:
         if job.status.state in TERMINAL:
             return job
-        for response in watch_stream(client, ids, job.meta.team):
-            if not response.HasField("job"):
+        for response in with_ticks(watch_stream(client, ids, job.meta.team)):
+            for j, p in progress.poll_all(list(tracked.values())) if progress is not None else ():
+                show(j, p)
+            if response is None or not response.HasField("job"):
                 continue
             got = response.job
             mine = got.meta.id == job.meta.id or (pipeline and got.parent_job_id == job.meta.id)
             if not mine or not _changed(seen, got):
                 continue
+            tracked[got.meta.id] = got
+            # On the way out, the last steps may have come and gone since the previous poll.
+            final = progress.poll(got, final=True) if progress is not None and got.status.state in TERMINAL else None
+            if final is not None:
+                show(got, final)
             view.update(got)
             if json_output:
                 sys.stdout.write(_compact(response) + "\n")
@@ -289,6 +431,8 @@ def follow(client: Client, job: job_pb2.Job, *, json_output: bool = False) -> jo
     finally:
         if live is not None:
             live.stop()
+        if progress is not None:
+            progress.close()
     return job
 
 
@@ -443,16 +587,27 @@ def watch_jobs(
     ids = list(job_ids or [])
     pending = set(ids)
     seen: dict[str, tuple] = {}
+    progress = ProgressPoller() if not json_output else None  # JSON stays one response per line
+    running: dict[str, job_pb2.Job] = {}  # train/finetune jobs last seen RUNNING
     with scheduler(endpoint) as client:
         try:
-            for response in watch_stream(client, ids, team or ""):
-                if not response.HasField("job") or not _changed(seen, response.job):
+            for response in with_ticks(watch_stream(client, ids, team or "")):
+                for job, p in progress.poll_all(list(running.values())) if progress is not None else ():
+                    _print_progress(job, p)
+                if response is None or not response.HasField("job") or not _changed(seen, response.job):
                     continue
                 job = response.job
+                running.pop(job.meta.id, None)
+                if job.status.state == job_pb2.JOB_STATE_RUNNING and job.spec.kind in TRAINER_KINDS:
+                    running[job.meta.id] = job
                 if json_output:
                     sys.stdout.write(_compact(response) + "\n")
                     sys.stdout.flush()
                 else:
+                    done = job.status.state in TERMINAL
+                    final = progress.poll(job, final=True) if progress is not None and done else None
+                    if final is not None:
+                        _print_progress(job, final)
                     _print_change(job, response.previous_state)
                 if job.status.state in TERMINAL:
                     pending.discard(job.meta.id)
@@ -460,6 +615,9 @@ def watch_jobs(
                     return
         except KeyboardInterrupt:
             return  # Ctrl-C is how an open-ended watch ends
+        finally:
+            if progress is not None:
+                progress.close()
 
 
 def _compact(message) -> str:

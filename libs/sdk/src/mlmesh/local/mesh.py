@@ -3,7 +3,9 @@
 Everything runs as separate, detached processes, so the mesh outlives the `mlmesh up` command.
 `<state dir>/endpoints.json` records every endpoint and pid; `down` and `status` work from it alone.
 Each service binds port 0 and reports what it bound through a ready file, so no port can be taken
-between choosing it and binding it.
+between choosing it and binding it. A service that needs another's address therefore starts once
+that one is healthy: storage and the fabric first, then the trainer and the node agent, then the
+scheduler (which dispatches to the trainer).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class ServiceSpec:
     module: str  # python -m mlmesh.<module>
     args: tuple[str, ...] = ()
     prefix: str = ""  # env prefix; default MLMESH_<MODULE>_
-    after_fabric: bool = False  # started once the fabric answers (it needs the fabric's address)
+    after_fabric: bool = False  # cannot run at all without a fabric (the node agent)
+    # Services whose gRPC address it is given, as <prefix><NAME>_ADDRESS; it starts after them.
+    needs: tuple[str, ...] = ()
 
     @property
     def env_prefix(self) -> str:
@@ -45,15 +49,19 @@ class ServiceSpec:
 
 
 SERVICES = (
-    ServiceSpec("scheduler", "scheduler"),
+    # Without TRAINER_ADDRESS the scheduler admits jobs but never starts them.
+    ServiceSpec("scheduler", "scheduler", needs=("trainer",)),
     ServiceSpec("fabric", "fabric"),
     ServiceSpec("storage", "storage"),
-    ServiceSpec("trainer", "trainer"),
+    # Storage for datasets, checkpoints and the registry; the fabric for the placed nodes' devices.
+    ServiceSpec("trainer", "trainer", needs=("storage", "fabric")),
     ServiceSpec("inference-gateway", "gateway"),
     ServiceSpec("telemetry", "telemetry"),
     # This host's node agent: it discovers the hardware and registers it with the fabric, which
     # is where the scheduler finds the nodes it places jobs on.
-    ServiceSpec("fabric-agent", "fabric", args=("agent",), prefix="MLMESH_AGENT_", after_fabric=True),
+    ServiceSpec(
+        "fabric-agent", "fabric", args=("agent",), prefix="MLMESH_AGENT_", after_fabric=True, needs=("fabric",)
+    ),
 )
 
 # Infrastructure processes rename themselves (valkey) or run under wrappers; this is what their
@@ -99,8 +107,23 @@ def _auth_material(root: Path) -> dict[str, Path]:
     return paths
 
 
+def start_waves(services: tuple[ServiceSpec, ...] = SERVICES) -> list[list[ServiceSpec]]:
+    """The services in start order: each wave needs only services of earlier waves."""
+    waves: list[list[ServiceSpec]] = []
+    done: set[str] = set()
+    left = list(services)
+    while left:
+        wave = [s for s in left if set(s.needs) <= done]
+        if not wave:
+            raise InfraError(f"services with unmet or circular needs: {[s.name for s in left]}")
+        waves.append(wave)
+        done |= {s.name for s in wave}
+        left = [s for s in left if s.name not in done]
+    return waves
+
+
 def _service_env(
-    svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path, root: Path, fabric: str
+    svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path, root: Path, services: dict
 ) -> dict:
     p = svc.env_prefix
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
@@ -127,8 +150,11 @@ def _service_env(
                 f"{p}S3_SECRET_KEY": s3["secret_key"],
             }
         )
+    for name in svc.needs:
+        env[f"{p}{name.upper().replace('-', '_')}_ADDRESS"] = services[name]["grpc"]
+    if svc.module == "trainer":
+        env[f"{p}WORK_DIR"] = str(root / "trainer")
     if svc.after_fabric:
-        env[f"{p}FABRIC_ADDRESS"] = fabric
         env[f"{p}LOG_DIR"] = str(root / "workers")
         env[f"{p}ZONE"] = "local"
     return env
@@ -174,17 +200,16 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
     try:
         infra.start(timeout=timeout, on_progress=on_progress)
         services: dict[str, dict] = {}
-        for phase in (False, True):  # the services, then what needs the fabric's address
+        for wave in start_waves():  # each wave once the services whose addresses it needs are healthy
             started = []
-            for svc in (s for s in SERVICES if s.after_fabric == phase):
+            for svc in wave:
                 ready = root / "run" / f"{svc.name}.ready.json"
                 ready.unlink(missing_ok=True)
-                fabric = services.get("fabric", {}).get("grpc", "")
                 proc = ManagedProcess(
                     svc.name,
                     [sys.executable, "-m", f"mlmesh.{svc.module}", *svc.args],
                     log_path=root / "logs" / f"{svc.name}.log",
-                    env=_service_env(svc, infra, auth, ready, root, fabric),
+                    env=_service_env(svc, infra, auth, ready, root, services),
                     cwd=root,
                     tie_to_parent=False,
                 )

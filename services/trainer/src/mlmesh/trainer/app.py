@@ -20,7 +20,7 @@ RUNS_BUCKET = "runs"
 
 def make_executor(settings: TrainerSettings, runtime: Runtime, token: str):
     if settings.executor == "agents":
-        return AgentsExecutor(runtime.nc, token)
+        return AgentsExecutor(runtime.nc, token, settings.worker_python)
     if settings.executor == "kubernetes":
         from mlmesh.trainer.executors.kubernetes_group import KubernetesRunExecutor
 

@@ -350,6 +350,9 @@ class ActiveRun:
             path = self.run_dir / "worker-config.json"
             await asyncio.to_thread(path.write_text, cfg.to_json())
             argv = [self.c.settings.worker_python, "-m", "mlmesh.trainer.worker", "--config", str(path)]
+            # `-m` puts the working directory first on sys.path; a `triton/` there (`mlmesh up`'s
+            # state dir has one) shadows the real package and torch fails to import.
+            env["PYTHONSAFEPATH"] = "1"
             if self.c.storage is not None:
                 secret[TOKEN_ENV] = self.c.token
             if not any(r.device_ids for r in ranks):

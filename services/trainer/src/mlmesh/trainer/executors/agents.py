@@ -17,7 +17,7 @@ from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_agent_service_pb2 as api
 from mlmesh.api.fabric.v1 import node_agent_service_pb2_grpc
 from mlmesh.api.trainer.v1 import run_pb2
-from mlmesh.common.errors import Unavailable
+from mlmesh.common.errors import InvalidArgument, Unavailable
 from mlmesh.common.events import decode_event
 from mlmesh.trainer.executors.base import LaunchSpec, RankLaunch, WorkerExit
 
@@ -33,8 +33,9 @@ def exited_subject(run_id: str) -> str:
 
 
 class AgentGroup:
-    def __init__(self, spec: LaunchSpec, nc, token: str):
+    def __init__(self, spec: LaunchSpec, nc, token: str, worker_python: str = sys.executable):
         self.spec = spec
+        self._worker_python = worker_python
         self._nc = nc
         self._meta = (("authorization", f"Bearer {token}"),)
         self._by_node: dict[str, list[RankLaunch]] = defaultdict(list)
@@ -47,6 +48,7 @@ class AgentGroup:
         self._workers: dict[int, api.Worker] = {}
         self._sub = None
         self._poller: asyncio.Task | None = None
+        self._closed = False
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(exited_subject(self.spec.run_id), cb=self._on_exit_event)
@@ -69,7 +71,9 @@ class AgentGroup:
         request.common_env.update({"MASTER_ADDR": self.spec.master_addr, "MASTER_PORT": str(self.spec.master_port)})
         request.common_env.update(self.spec.secret_env)  # over the agent's authenticated channel only
         argv = list(self.spec.argv)
-        if argv and argv[0] == sys.executable:
+        # The trainer's worker interpreter (MLMESH_TRAINER_WORKER_PYTHON, or its own) is a path on
+        # this host; on the node it is whatever Python the agent runs with.
+        if argv and argv[0] in (self._worker_python, sys.executable):
             argv[0] = AGENT_PYTHON
         for r in ranks:
             request.workers.add(
@@ -157,6 +161,9 @@ class AgentGroup:
         return out
 
     async def terminate(self, grace_s: float) -> None:
+        if self._closed:  # the channels are gone; a second call (the run's cleanup) has nothing to do
+            return
+        self._closed = True
         request = api.StopWorkersRequest(run_id=self.spec.run_id)
         request.grace_period.FromTimedelta(timedelta(seconds=grace_s))
         calls = [
@@ -166,6 +173,14 @@ class AgentGroup:
         for result in await asyncio.gather(*calls, return_exceptions=True):
             if isinstance(result, Exception):
                 log.warning("StopWorkers for run %s failed: %s", self.spec.run_id, result)
+                continue
+            # The ranks stopped here are not reported as exits; record them, or the run's final
+            # record would show them alive, with no exit code or signal.
+            for w in result.workers:
+                if w.attempt == self.spec.launch_id:
+                    self._workers[w.rank] = w
+                    if w.state in (api.WORKER_STATE_EXITED, api.WORKER_STATE_FAILED_TO_START):
+                        self._exited.add(w.rank)
         if self._poller is not None:
             self._poller.cancel()
         if self._sub is not None:
@@ -178,11 +193,15 @@ class AgentGroup:
 class AgentsExecutor:
     kind = run_pb2.EXECUTOR_KIND_AGENTS
 
-    def __init__(self, nc, token: str):
+    def __init__(self, nc, token: str, worker_python: str = sys.executable):
         self._nc = nc
         self._token = token
+        self._worker_python = worker_python
 
     async def launch(self, spec: LaunchSpec) -> AgentGroup:
-        group = AgentGroup(spec, self._nc, self._token)
+        missing = [r.rank for r in spec.ranks if not r.agent_address]
+        if missing:  # no placement (or a node without an agent): nowhere to start these ranks
+            raise InvalidArgument.field("placement", f"rank(s) {missing} have no node agent address")
+        group = AgentGroup(spec, self._nc, self._token, self._worker_python)
         await group.start()
         return group

@@ -47,6 +47,13 @@ def _dtype(plan: dict) -> torch.dtype:
     return {"PRECISION_BF16": torch.bfloat16, "PRECISION_FP16": torch.float16}.get(p, torch.float32)
 
 
+def _plan_dropout(plan: dict) -> float | None:
+    for d in plan.get("decisions") or []:
+        if d.get("field") == "model_dropout":
+            return float(d.get("value", "0"))
+    return None
+
+
 def _whole_numbers(value):
     """The plan's DeepSpeed config went through a protobuf Struct, where every number is a float;
     DeepSpeed wants its counts and sizes as ints."""
@@ -57,6 +64,86 @@ def _whole_numbers(value):
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     return value
+
+
+class StepProfiler:
+    """MLMESH_WORKER_PROFILE=first:count:path profiles rank 0's steps [first, first+count) with the
+    torch profiler and writes the top kernels and ops to `path` (a text table)."""
+
+    def __init__(self, first: int = -1, count: int = 0, path: str = ""):
+        self.first, self.count, self.path = first, count, path
+        self._prof = None
+
+    @classmethod
+    def from_env(cls, rank: int) -> StepProfiler:
+        spec = os.environ.get("MLMESH_WORKER_PROFILE", "")
+        if rank != 0 or not spec:
+            return cls()
+        first, count, path = spec.split(":", 2)
+        return cls(int(first), int(count), path)
+
+    def at(self, step: int) -> None:
+        if step == self.first:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self._prof = profile(activities=acts)
+            self._prof.__enter__()
+            self._t0 = time.monotonic()
+        elif self._prof is not None and step == self.first + self.count:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            wall = time.monotonic() - self._t0
+            self._prof.__exit__(None, None, None)
+            avg = self._prof.key_averages()
+            with open(self.path, "w") as f:
+                f.write(f"{self.count} steps in {wall:.4f}s wall\n")
+                f.write(
+                    avg.table(
+                        sort_by="self_cuda_time_total" if torch.cuda.is_available() else "cpu_time_total", row_limit=45
+                    )
+                )
+                f.write("\n\nby CPU time\n")
+                f.write(avg.table(sort_by="cpu_time_total", row_limit=30))
+            self._prof = None
+
+
+class ControlChannel:
+    """The per-step all-reduce of [loss, tokens, stop, checkpoint-due]. On CUDA its result is read
+    one step late, through a pinned buffer and an event, so reading it never waits for the step
+    just queued; on CPUs (gloo, synchronous anyway) it is read at once. Every rank reads the same
+    values at the same step, so decisions stay collective."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.pending: list[tuple[int, torch.Tensor, object]] = []
+
+    def submit(self, step: int, values: list) -> None:
+        t = torch.stack([v if torch.is_tensor(v) else torch.tensor(v, device=self.device) for v in values]).float()
+        dist.all_reduce(t)
+        if self.cuda:
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.pending.append((step, host, event))
+        else:
+            self.pending.append((step, t, None))
+
+    def collect(self, final: bool = False) -> tuple[int, list[float]] | None:
+        """The oldest result that may be read now: on CUDA all but the newest (all when `final`)."""
+        if not self.pending or (self.cuda and len(self.pending) < 2 and not final):
+            return None
+        step, t, event = self.pending.pop(0)
+        if event is not None:
+            event.synchronize()
+        return step, t.tolist()
+
+    def drain(self) -> None:
+        """Before a checkpoint: wait for everything queued (its decisions are taken at the next reads)."""
+        if self.cuda:
+            torch.cuda.synchronize()
 
 
 class Worker:
@@ -147,6 +234,8 @@ class Worker:
             dtype=load_dtype,
             quantize_4bit=quantized,
             seed=self.seed,
+            device=self.device,
+            dropout=_plan_dropout(self.plan),
         )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -208,19 +297,36 @@ class Worker:
         metrics: dict[str, float] = {}
         if start == 0 and self.eval is not None and self.task == modeling.CLASSIFICATION:
             metrics["eval_accuracy_before"] = self.evaluate()["eval_accuracy"]
-        window_t, window_tokens, window_samples, window_steps = time.monotonic(), 0.0, 0, 0
+        window = {"t": time.monotonic(), "tokens": 0.0, "samples": 0}
         step_times: list[float] = []
+        last = {"loss": float("nan"), "stop": False, "due": False}
+
+        def absorb(at: int, values: list[float]) -> None:
+            """Book one step's all-reduced figures: loss, throughput, and the control flags."""
+            loss_v, tokens_v, stop_v, due_v = values
+            last["loss"] = loss_v / (self.accum * self.world)
+            last["stop"] = last["stop"] or stop_v > 0
+            last["due"] = last["due"] or due_v > 0
+            window["tokens"] += tokens_v
+            window["samples"] += self.global_batch
+            if at % max(1, self.cfg.log_every_n_steps) == 0 or at == self.total_steps:
+                elapsed = time.monotonic() - window["t"]
+                if at - start > self.cfg.warmup_report_steps:
+                    tps, sps = window["tokens"] / elapsed, window["samples"] / elapsed
+                    self._progress(at, last["loss"], tps, sps, flops_per_token, step_times)
+                window.update(t=time.monotonic(), tokens=0.0, samples=0)
+
         self.engine.train()
         step = start
-        loss = float("nan")
+        control = ControlChannel(self.device)
+        batches = self._batches(start) if start < self.total_steps else []
+        profiler = StepProfiler.from_env(self.rank)
         while step < self.total_steps:
+            profiler.at(step)
             t0 = time.monotonic()
-            indices = schedule.global_batch_indices(len(self.train), self.seed, step, self.global_batch)
-            mine = schedule.rank_micro_batches(indices, self.rank, self.world, self.micro, self.accum)
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
             tokens = torch.zeros((), device=self.device, dtype=torch.float32)
-            for mb in mine:
-                batch = data.collate(self.train, mb, self.tokenizer.pad_token_id, self.device)
+            for batch in batches:
                 out = self.engine(**batch)
                 self.engine.backward(out.loss)
                 self.engine.step()
@@ -228,44 +334,39 @@ class Worker:
                 tokens += batch["attention_mask"].sum()
             step += 1
             self.reporter.step = step
-            due = (ck_every and step % ck_every == 0) or (ck_secs and time.monotonic() - last_ck >= ck_secs)
+            time_due = bool(ck_secs) and time.monotonic() - last_ck >= ck_secs and self.rank == 0
             # One small all-reduce per step carries the loss, the tokens and both control flags, so
             # every rank takes the same checkpoint/stop decision at the same step.
-            ctl = torch.stack(
-                [
-                    loss_sum,
-                    tokens,
-                    torch.tensor(float(self.stop.flag), device=self.device),
-                    torch.tensor(float(bool(due)) if self.rank == 0 else 0.0, device=self.device),
-                ]
-            )
-            dist.all_reduce(ctl)
-            loss_v, tokens_v, stop_v, due_v = ctl.tolist()
-            loss = loss_v / (self.accum * self.world)
+            control.submit(step, [loss_sum, tokens, float(self.stop.flag), float(time_due)])
+            # The next step's batches are built while the GPU works on this one.
+            batches = self._batches(step) if step < self.total_steps else []
+            final = step >= self.total_steps
+            while (done := control.collect(final=final)) is not None:
+                absorb(*done)
             step_times.append(time.monotonic() - t0)
-            window_tokens += tokens_v
-            window_samples += self.global_batch
-            window_steps += 1
-            if step % max(1, self.cfg.log_every_n_steps) == 0 or step == self.total_steps:
-                elapsed = time.monotonic() - window_t
-                if step - start > self.cfg.warmup_report_steps:
-                    tps = window_tokens / elapsed
-                    self._progress(step, loss, tps, window_samples / elapsed, flops_per_token, step_times)
-                window_t, window_tokens, window_samples, window_steps = time.monotonic(), 0.0, 0, 0
-            if due_v > 0 or stop_v > 0:
-                self.save(step, loss)
-                last_ck = time.monotonic()
-            if stop_v > 0:
+            if (ck_every and step % ck_every == 0) or last["due"] or last["stop"]:
+                control.drain()
+                self.save(step, last["loss"])
+                last_ck, last["due"] = time.monotonic(), False
+            if last["stop"]:
                 self.committer.wait()
                 if self.rank == 0:
                     self.reporter.send("stopped", {"step": step, "checkpoint": self._latest()})
                 return 0
+        loss = last["loss"]
         metrics["loss"] = loss
         if self.eval is not None:
             metrics.update(self.evaluate())
         self.committer.wait()
         self.finish(step, metrics)
         return 0
+
+    def _batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        """This rank's micro-batches of optimizer step `step` (0-based), already on the device."""
+        indices = schedule.global_batch_indices(len(self.train), self.seed, step, self.global_batch)
+        mine = schedule.rank_micro_batches(indices, self.rank, self.world, self.micro, self.accum)
+        pad = self.tokenizer.pad_token_id
+        return [data.collate(self.train, mb, pad, self.device) for mb in mine]
 
     def _latest(self) -> dict:
         if self.committer.latest is None:
@@ -277,7 +378,7 @@ class Worker:
         if self.rank != 0:
             return
         recent = step_times[-20:]
-        eta = (self.total_steps - step) * (sum(recent) / len(recent))
+        eta = (self.total_steps - step) * (sum(recent) / len(recent)) if recent else 0.0
         peak = self.cfg.peak_flops_per_device
         mfu = tps * flops_per_token / (peak * self.world) if peak > 0 else 0.0
         lr = self.engine.get_lr()[0] if hasattr(self.engine, "get_lr") else 0.0
