@@ -82,7 +82,10 @@ def check_consistent(plan: run_pb2.Plan) -> None:
     assert ("offload_optimizer" in zero) == (plan.offload_optimizer == CPU_OFFLOAD)
     assert ("offload_param" in zero) == (plan.offload_parameters == CPU_OFFLOAD)
     assert zero.get("contiguous_gradients", False) == (plan.zero_stage >= 2)
-    assert ds["bf16"]["enabled"] == (plan.precision == BF16)
+    # bf16 adapters train in fp32 over a bf16 base, outside DeepSpeed's mixed-precision wrapper.
+    bf16_adapters = plan.precision == BF16 and plan.method in (LORA, QLORA)
+    assert ds["bf16"]["enabled"] == (plan.precision == BF16 and not bf16_adapters)
+    assert ds.get("data_types") == ({"grad_accum_dtype": "fp32"} if ds["bf16"]["enabled"] else None)
     assert ds["fp16"]["enabled"] == (plan.precision == FP16)
     assert ds["zero_allow_untested_optimizer"] is True and ds["wall_clock_breakdown"] is False
     assert ds["steps_per_print"] == 10**9 and isinstance(ds["steps_per_print"], int)

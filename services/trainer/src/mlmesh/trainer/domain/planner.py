@@ -703,17 +703,26 @@ def deepspeed_config(plan: run_pb2.Plan, max_grad_norm: float = 0.0) -> dict[str
             "hysteresis": 2,
             "min_loss_scale": 1,
         }
+    # bf16 adapters (LoRA / QLoRA) train in fp32 over a base the worker already loads in bf16: the
+    # compute runs in bf16 without DeepSpeed's mixed-precision wrapper, which would only add master
+    # copies of fp32 weights and a host-synchronising overflow check per parameter. (fp16 keeps the
+    # wrapper: its loss scaling is what keeps fp16 gradients from underflowing.)
+    adapters = plan.precision == BF16 and plan.method in (job_pb2.TRAINING_METHOD_LORA, job_pb2.TRAINING_METHOD_QLORA)
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": plan.micro_batch_size,
         "gradient_accumulation_steps": plan.gradient_accumulation_steps,
         "train_batch_size": plan.global_batch_size,
         "zero_optimization": zero,
-        "bf16": {"enabled": plan.precision == BF16},
+        "bf16": {"enabled": plan.precision == BF16 and not adapters},
         "fp16": fp16,
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1_000_000_000,  # the trainer reports progress itself
         "wall_clock_breakdown": False,
     }
+    if plan.precision == BF16 and not adapters:
+        # bf16 weights with fp32 gradient accumulation: DeepSpeed's BF16 optimizer (fp32 master
+        # weights), not its fp16-style unfused wrapper.
+        config["data_types"] = {"grad_accum_dtype": "fp32"}
     if max_grad_norm > 0:
         config["gradient_clipping"] = max_grad_norm
     return config

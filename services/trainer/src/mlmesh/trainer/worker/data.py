@@ -101,4 +101,8 @@ def collate(examples: Examples, indices: list[int], pad_id: int, device: torch.d
         batch["labels"] = torch.tensor([examples.labels[i] for i in indices], dtype=torch.long)
     else:
         batch["labels"] = ids.masked_fill(mask == 0, -100)
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if device.type == "cuda":
+        # Pinned host memory makes the copy truly asynchronous; from pageable memory the host would
+        # wait for the GPU to finish everything queued before it (a stall every step).
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return batch

@@ -3,6 +3,7 @@ periodic and on-demand checkpoints, progress reports and the final model."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -120,7 +121,8 @@ class ControlChannel:
         self.pending: list[tuple[int, torch.Tensor, object]] = []
 
     def submit(self, step: int, values: list) -> None:
-        t = torch.stack([v if torch.is_tensor(v) else torch.tensor(v, device=self.device) for v in values]).float()
+        # torch.full is a kernel; torch.tensor(x, device=cuda) would be a host copy that waits for the GPU.
+        t = torch.stack([v if torch.is_tensor(v) else torch.full((), v, device=self.device) for v in values]).float()
         dist.all_reduce(t)
         if self.cuda:
             host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
@@ -244,6 +246,17 @@ class Worker:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.method in ("LORA", "QLORA"):
             model = modeling.apply_lora(model, self.task, self.plan.get("lora") or {}, quantized, ckpt)
+        ds_config = _whole_numbers(dict(self.plan.get("deepspeedConfig") or {}))
+        half = dtype != torch.float32 and not (ds_config.get("bf16") or {}).get("enabled")
+        half = half and not (ds_config.get("fp16") or {}).get("enabled")
+        # Adapters over a half-precision base, outside DeepSpeed's mixed-precision wrapper: the
+        # trainable weights (and their optimizer states) stay fp32, and autocast runs the compute in
+        # the base's dtype (casting only the small adapter weights; the base needs none).
+        self.autocast_dtype = dtype if half and self.device.type == "cuda" else None
+        if half:
+            for p in model.parameters():
+                if p.requires_grad and p.dtype != torch.float32:
+                    p.data = p.data.float()
         # Dropout and LoRA init draw from here on; each rank its own stream, restored on resume.
         random.seed(self.seed + self.rank)
         np.random.seed(self.seed + self.rank)
@@ -259,7 +272,6 @@ class Worker:
         lr_sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: schedule.lr_multiplier(s, self.total_steps, warmup, kind)
         )
-        ds_config = _whole_numbers(dict(self.plan.get("deepspeedConfig") or {}))
         ds_config.setdefault("train_micro_batch_size_per_gpu", self.micro)
         ds_config.setdefault("gradient_accumulation_steps", self.accum)
         ds_config["train_batch_size"] = self.global_batch
@@ -327,7 +339,8 @@ class Worker:
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
             tokens = torch.zeros((), device=self.device, dtype=torch.float32)
             for batch in batches:
-                out = self.engine(**batch)
+                with self._autocast():
+                    out = self.engine(**batch)
                 self.engine.backward(out.loss)
                 self.engine.step()
                 loss_sum += out.loss.detach().float()
@@ -360,6 +373,11 @@ class Worker:
         self.committer.wait()
         self.finish(step, metrics)
         return 0
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _batches(self, step: int) -> list[dict[str, torch.Tensor]]:
         """This rank's micro-batches of optimizer step `step` (0-based), already on the device."""
@@ -443,7 +461,8 @@ class Worker:
             real = len(idx)
             idx = idx or [0]
             batch = data.collate(self.eval, idx, self.tokenizer.pad_token_id, self.device)
-            out = self.engine(**batch)
+            with self._autocast():
+                out = self.engine(**batch)
             if real == 0:
                 continue
             if self.task == modeling.CLASSIFICATION:
