@@ -87,8 +87,13 @@ def causal_lm_examples(rows: list[dict], tokenizer, block: int, text_col: str, p
     return Examples(input_ids=blocks, labels=None)
 
 
-def collate(examples: Examples, indices: list[int], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """A padded micro-batch; padding positions get label -100 in causal LM (ignored by the loss)."""
+def collate(
+    examples: Examples, indices: list[int], pad_id: int, device: torch.device
+) -> tuple[dict[str, torch.Tensor], int]:
+    """A padded micro-batch and its count of real tokens. Padding positions get label -100 in causal
+    LM (ignored by the loss). A batch without padding (packed causal-LM blocks) carries no
+    attention mask: the model then takes its plain causal path, with no mask to build or inspect
+    on the host."""
     seqs = [examples.input_ids[i] for i in indices]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -96,13 +101,17 @@ def collate(examples: Examples, indices: list[int], pad_id: int, device: torch.d
     for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
-    batch = {"input_ids": ids, "attention_mask": mask}
+    n_tokens = sum(len(s) for s in seqs)
+    padded = n_tokens < ids.numel()
+    batch = {"input_ids": ids}
+    if padded or examples.labels is not None:
+        batch["attention_mask"] = mask
     if examples.labels is not None:
         batch["labels"] = torch.tensor([examples.labels[i] for i in indices], dtype=torch.long)
     else:
-        batch["labels"] = ids.masked_fill(mask == 0, -100)
+        batch["labels"] = ids.masked_fill(mask == 0, -100) if padded else ids.clone()
     if device.type == "cuda":
         # Pinned host memory makes the copy truly asynchronous; from pageable memory the host would
         # wait for the GPU to finish everything queued before it (a stall every step).
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return batch
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}, n_tokens
+    return batch, n_tokens

@@ -337,20 +337,20 @@ class Worker:
             profiler.at(step)
             t0 = time.monotonic()
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
-            tokens = torch.zeros((), device=self.device, dtype=torch.float32)
-            for batch in batches:
+            tokens = 0
+            for batch, n_tokens in batches:
                 with self._autocast():
                     out = self.engine(**batch)
                 self.engine.backward(out.loss)
                 self.engine.step()
                 loss_sum += out.loss.detach().float()
-                tokens += batch["attention_mask"].sum()
+                tokens += n_tokens
             step += 1
             self.reporter.step = step
             time_due = bool(ck_secs) and time.monotonic() - last_ck >= ck_secs and self.rank == 0
             # One small all-reduce per step carries the loss, the tokens and both control flags, so
             # every rank takes the same checkpoint/stop decision at the same step.
-            control.submit(step, [loss_sum, tokens, float(self.stop.flag), float(time_due)])
+            control.submit(step, [loss_sum, float(tokens), float(self.stop.flag), float(time_due)])
             # The next step's batches are built while the GPU works on this one.
             batches = self._batches(step) if step < self.total_steps else []
             final = step >= self.total_steps
@@ -379,7 +379,7 @@ class Worker:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+    def _batches(self, step: int) -> list[tuple[dict[str, torch.Tensor], int]]:
         """This rank's micro-batches of optimizer step `step` (0-based), already on the device."""
         indices = schedule.global_batch_indices(len(self.train), self.seed, step, self.global_batch)
         mine = schedule.rank_micro_batches(indices, self.rank, self.world, self.micro, self.accum)
@@ -460,7 +460,7 @@ class Worker:
             idx = mine[b * self.micro : (b + 1) * self.micro]
             real = len(idx)
             idx = idx or [0]
-            batch = data.collate(self.eval, idx, self.tokenizer.pad_token_id, self.device)
+            batch, _ = data.collate(self.eval, idx, self.tokenizer.pad_token_id, self.device)
             with self._autocast():
                 out = self.engine(**batch)
             if real == 0:
