@@ -3,7 +3,6 @@ periodic and on-demand checkpoints, progress reports and the final model."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -46,6 +45,25 @@ def _method(plan: dict) -> str:
 def _dtype(plan: dict) -> torch.dtype:
     p = str(plan.get("precision", "PRECISION_FP32"))
     return {"PRECISION_BF16": torch.bfloat16, "PRECISION_FP16": torch.float16}.get(p, torch.float32)
+
+
+def _train_in_fp32(model) -> None:
+    """Adapters over a half-precision base, outside DeepSpeed's mixed-precision wrapper: trainable
+    weights (and so their optimizer states) are fp32 while the frozen base computes in bf16. peft's
+    LoRA layers cast their input to the adapter's dtype themselves; a fully trained module (e.g. a
+    classification head kept by modules_to_save) gets its floating inputs cast here. No autocast:
+    it would run LayerNorm and friends in fp32 and add a cast around every op of the base."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+    def to_fp32(module, args, kwargs):
+        cast = lambda v: v.float() if torch.is_tensor(v) and v.is_floating_point() else v  # noqa: E731
+        return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+    for module in model.modules():
+        if type(module).__name__ == "ModulesToSaveWrapper":
+            module.register_forward_pre_hook(to_fp32, with_kwargs=True)
 
 
 def _plan_dropout(plan: dict) -> float | None:
@@ -249,14 +267,8 @@ class Worker:
         ds_config = _whole_numbers(dict(self.plan.get("deepspeedConfig") or {}))
         half = dtype != torch.float32 and not (ds_config.get("bf16") or {}).get("enabled")
         half = half and not (ds_config.get("fp16") or {}).get("enabled")
-        # Adapters over a half-precision base, outside DeepSpeed's mixed-precision wrapper: the
-        # trainable weights (and their optimizer states) stay fp32, and autocast runs the compute in
-        # the base's dtype (casting only the small adapter weights; the base needs none).
-        self.autocast_dtype = dtype if half and self.device.type == "cuda" else None
         if half:
-            for p in model.parameters():
-                if p.requires_grad and p.dtype != torch.float32:
-                    p.data = p.data.float()
+            _train_in_fp32(model)
         # Dropout and LoRA init draw from here on; each rank its own stream, restored on resume.
         random.seed(self.seed + self.rank)
         np.random.seed(self.seed + self.rank)
@@ -339,8 +351,7 @@ class Worker:
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
             tokens = 0
             for batch, n_tokens in batches:
-                with self._autocast():
-                    out = self.engine(**batch)
+                out = self.engine(**batch)
                 self.engine.backward(out.loss)
                 self.engine.step()
                 loss_sum += out.loss.detach().float()
@@ -373,11 +384,6 @@ class Worker:
         self.committer.wait()
         self.finish(step, metrics)
         return 0
-
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _batches(self, step: int) -> list[tuple[dict[str, torch.Tensor], int]]:
         """This rank's micro-batches of optimizer step `step` (0-based), already on the device."""
@@ -461,8 +467,7 @@ class Worker:
             real = len(idx)
             idx = idx or [0]
             batch, _ = data.collate(self.eval, idx, self.tokenizer.pad_token_id, self.device)
-            with self._autocast():
-                out = self.engine(**batch)
+            out = self.engine(**batch)
             if real == 0:
                 continue
             if self.task == modeling.CLASSIFICATION:
