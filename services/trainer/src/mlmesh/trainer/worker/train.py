@@ -85,6 +85,20 @@ def _whole_numbers(value):
     return value
 
 
+def _sync_debug(on: bool) -> None:
+    """MLMESH_WORKER_SYNC_DEBUG=<step>: print the Python stack of every host-synchronising CUDA call
+    made during that step (they stall the GPU pipeline)."""
+    import traceback
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"SYNC: {message}\n{''.join(traceback.format_stack(limit=14)[:-2])}", flush=True)
+
+    warnings.simplefilter("always")
+    warnings.showwarning = show
+    torch.cuda.set_sync_debug_mode("warn" if on else "default")
+
+
 class StepProfiler:
     """MLMESH_WORKER_PROFILE=first:count:path profiles rank 0's steps [first, first+count) with the
     torch profiler and writes the top kernels and ops to `path` (a text table)."""
@@ -102,6 +116,9 @@ class StepProfiler:
         return cls(int(first), int(count), path)
 
     def at(self, step: int) -> None:
+        sync_step = int(os.environ.get("MLMESH_WORKER_SYNC_DEBUG", "-1"))
+        if torch.cuda.is_available() and step in (sync_step, sync_step + 1):
+            _sync_debug(step == sync_step)
         if step == self.first:
             from torch.profiler import ProfilerActivity, profile
 
