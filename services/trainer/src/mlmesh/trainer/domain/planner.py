@@ -723,8 +723,9 @@ def deepspeed_config(plan: run_pb2.Plan, max_grad_norm: float = 0.0) -> dict[str
         # bf16 weights with fp32 gradient accumulation: DeepSpeed's BF16 optimizer (fp32 master
         # weights), not its fp16-style unfused wrapper.
         config["data_types"] = {"grad_accum_dtype": "fp32"}
-    if max_grad_norm > 0:
-        config["gradient_clipping"] = max_grad_norm
+    # Explicit even when off: DeepSpeed's default clips at 1.0, and its clipping synchronises the
+    # host with the GPU every step.
+    config["gradient_clipping"] = max(0.0, max_grad_norm)
     return config
 
 

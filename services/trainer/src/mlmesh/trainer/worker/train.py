@@ -66,6 +66,11 @@ def _train_in_fp32(model) -> None:
             module.register_forward_pre_hook(to_fp32, with_kwargs=True)
 
 
+def _wrapped(ds_config: dict) -> bool:
+    """Whether DeepSpeed wraps the optimizer for mixed precision (then it owns the gradients)."""
+    return bool((ds_config.get("bf16") or {}).get("enabled") or (ds_config.get("fp16") or {}).get("enabled"))
+
+
 def _plan_dropout(plan: dict) -> float | None:
     for d in plan.get("decisions") or []:
         if d.get("field") == "model_dropout":
@@ -301,6 +306,14 @@ class Worker:
         lr_sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: schedule.lr_multiplier(s, self.total_steps, warmup, kind)
         )
+        ds_config.setdefault("gradient_clipping", 0.0)  # DeepSpeed's own default is 1.0
+        # Without ZeRO or a precision wrapper the gradients are plain .grad tensors: clip them with
+        # torch's foreach clipping, which (unlike DeepSpeed's) never waits for the GPU.
+        stage = int((ds_config.get("zero_optimization") or {}).get("stage", 0))
+        self.clip_norm = 0.0
+        if stage == 0 and not _wrapped(ds_config) and ds_config["gradient_clipping"] > 0:
+            self.clip_norm, ds_config["gradient_clipping"] = float(ds_config["gradient_clipping"]), 0.0
+        self.trainable_params = params
         ds_config.setdefault("train_micro_batch_size_per_gpu", self.micro)
         ds_config.setdefault("gradient_accumulation_steps", self.accum)
         ds_config["train_batch_size"] = self.global_batch
@@ -367,9 +380,11 @@ class Worker:
             t0 = time.monotonic()
             loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
             tokens = 0
-            for batch, n_tokens in batches:
+            for i, (batch, n_tokens) in enumerate(batches):
                 out = self.engine(**batch)
                 self.engine.backward(out.loss)
+                if self.clip_norm and i == len(batches) - 1:
+                    torch.nn.utils.clip_grad_norm_(self.trainable_params, self.clip_norm, foreach=True)
                 self.engine.step()
                 loss_sum += out.loss.detach().float()
                 tokens += n_tokens
