@@ -210,8 +210,10 @@ class Worker:
 
         backend = self.plan.get("distributedBackend") or "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(self.local_rank)
-            self.device = torch.device("cuda", self.local_rank)
+            # An executor that sets CUDA_VISIBLE_DEVICES per rank leaves each rank one device, 0.
+            index = self.local_rank if torch.cuda.device_count() > self.local_rank else 0
+            torch.cuda.set_device(index)
+            self.device = torch.device("cuda", index)
         else:
             self.device = torch.device("cpu")
         deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(seconds=self.cfg.collective_timeout_s))
