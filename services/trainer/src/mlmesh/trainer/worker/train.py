@@ -210,8 +210,10 @@ class Worker:
 
         backend = self.plan.get("distributedBackend") or "gloo"
         if backend == "nccl":
-            # An executor that sets CUDA_VISIBLE_DEVICES per rank leaves each rank one device, 0.
+            # An executor that sets CUDA_VISIBLE_DEVICES per rank leaves each rank one device, 0;
+            # DeepSpeed picks its device from LOCAL_RANK, so that must say 0 too.
             index = self.local_rank if torch.cuda.device_count() > self.local_rank else 0
+            os.environ["LOCAL_RANK"] = str(index)
             torch.cuda.set_device(index)
             self.device = torch.device("cuda", index)
         else:
