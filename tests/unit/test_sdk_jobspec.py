@@ -252,3 +252,28 @@ def test_pipeline_example_is_prep_train_eval():
     spec = load_job_spec(EXAMPLES / "pipeline.yaml")
     steps = {s.name: list(s.depends_on) for s in spec.pipeline.steps}
     assert steps == {"prep": [], "train": ["prep"], "eval": ["train"]}
+
+
+def test_relative_file_references_resolve_against_the_job_file(tmp_path):
+    from mlmesh.sdk.jobspec import load_job_spec
+
+    (tmp_path / "jobs").mkdir()
+    job = tmp_path / "jobs" / "ft.yaml"
+    job.write_text("name: ft\nkind: finetune\ntrainer: {model: 'builtin:minilm', dataset: 'file:../data/x.jsonl'}\n")
+    spec = load_job_spec(job)
+    assert spec.trainer.dataset == f"file://{(tmp_path / 'data' / 'x.jsonl').resolve()}"
+    assert spec.trainer.model == "builtin:minilm"
+    job.write_text("name: ft\nkind: finetune\ntrainer: {model: 'file:///abs/m', dataset: 'artifact://a1'}\n")
+    spec = load_job_spec(job)
+    assert (spec.trainer.model, spec.trainer.dataset) == ("file:///abs/m", "artifact://a1")
+
+
+def test_shipped_finetune_example_parses_with_its_dataset():
+    from pathlib import Path
+
+    from mlmesh.sdk.jobspec import load_job_spec
+
+    root = Path(__file__).resolve().parents[2]
+    spec = load_job_spec(root / "examples" / "finetune-minilm.yaml")
+    assert Path(spec.trainer.dataset.removeprefix("file://")).is_file()
+    assert spec.trainer.output_model_name == "topics"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -35,18 +36,18 @@ def _losses(progress: list[dict]) -> dict[int, float]:
     return {p["step"]: p["loss"] for p in progress}
 
 
+REPO = Path(__file__).resolve().parents[4]
+
+
 def test_lora_classification_registers_model(services, tmp_path):
-    data = services.sentiment_dataset(tmp_path / "sentiment.jsonl")
+    # The real MiniLM weights on the dataset the repo ships (4 topics, eval rows held out).
+    data = REPO / "examples" / "data" / "topics.jsonl"
     spec = services.finetune_spec(
-        "builtin:minilm",
-        data,
-        method=job_pb2.TRAINING_METHOD_LORA,
-        output_model_name="sentiment",
-        column_mapping={"text": "sentence"},
+        "builtin:minilm", data, method=job_pb2.TRAINING_METHOD_LORA, output_model_name="sentiment"
     )
     spec.trainer.output_aliases.append("candidate")
     hp = spec.trainer.hyperparameters
-    hp.max_steps, hp.global_batch_size, hp.learning_rate, hp.max_seq_length = 20, 16, 2e-3, 32
+    hp.max_steps, hp.global_batch_size, hp.learning_rate, hp.max_seq_length = 20, 16, 2e-3, 48
     spec.checkpoint.every_n_steps = 10
     run = services.start_run("lora-job", spec)
     assert run.state == R.RUN_STATE_PENDING and run.run_id == "lora-job-a1"

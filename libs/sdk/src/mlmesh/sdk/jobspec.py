@@ -350,7 +350,21 @@ def load_job_spec(path: str | Path) -> job_pb2.JobSpec:
         text = path.read_text()
     except OSError as exc:
         raise JobSpecError("", f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_job_yaml(text, source=str(path))
+    spec = parse_job_yaml(text, source=str(path))
+    resolve_local_files(spec, path.resolve().parent)
+    return spec
+
+
+def resolve_local_files(spec: job_pb2.JobSpec, base: Path) -> None:
+    """`file:relative/path` in a trainer's model or dataset is relative to the job file, so an
+    example runs from any directory; it becomes `file:///absolute/path`. Pipeline steps too."""
+    for name in ("model", "dataset"):
+        ref = getattr(spec.trainer, name)
+        if ref.startswith("file:") and not ref.startswith("file:///"):
+            rel = ref.removeprefix("file:").removeprefix("//")
+            setattr(spec.trainer, name, f"file://{(base / rel).resolve()}")
+    for step in spec.pipeline.steps:
+        resolve_local_files(step.spec, base)
 
 
 def parse_job_yaml(text: str, source: str = "<job>") -> job_pb2.JobSpec:

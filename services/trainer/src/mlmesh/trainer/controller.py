@@ -460,6 +460,12 @@ class ActiveRun:
                     return
                 if self.run.state == R.RUN_STATE_STARTING and (self.heartbeats or self.kind not in runs.TRAINER_KINDS):
                     await self.move(R.RUN_STATE_RUNNING, "Running", "all workers started")
+                if self.result is not None and not getattr(self.group, "reports_exits", True):
+                    # An executor that does not watch exits (Kubernetes): rank 0's result, sent
+                    # after every rank finished, is the success; the silence that follows is not
+                    # a failure.
+                    await self._succeed()
+                    return
                 failure: Failure | None = None
                 if exit_task in done:
                     ex: WorkerExit = exit_task.result()

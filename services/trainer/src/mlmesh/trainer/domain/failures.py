@@ -24,9 +24,11 @@ RETRYABLE = frozenset(
 )
 
 _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|\bMemoryError\b|Cannot allocate memory", re.I)
+# A collective failure names the communication layer; a bare "timed out" (an HTTP read, say) does not count.
+_COMM = r"(gloo|nccl|ProcessGroup\w*|c10d|collective|barrier|all_?reduce|all_?gather|watchdog)"
 _COLLECTIVE = re.compile(
-    r"timed out|Timeout.*(collective|watchdog|barrier)|Connection (reset|closed) by peer|NCCL (error|timeout)"
-    r"|ProcessGroupGloo|ProcessGroupNCCL",
+    rf"{_COMM}.*(timed out|timeout|connection (reset|closed)|broken pipe)|(timed out|timeout).*{_COMM}"
+    r"|NCCL (error|timeout)",
     re.I,
 )
 

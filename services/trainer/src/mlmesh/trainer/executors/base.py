@@ -49,6 +49,9 @@ class WorkerExit:
 
 
 class WorkerGroup(Protocol):
+    """A group whose next_exit never reports (Kubernetes) sets `reports_exits = False`: its run
+    then succeeds on rank 0's result report. Groups without the attribute report exits."""
+
     async def next_exit(self) -> WorkerExit:
         """Waits for the next rank to exit (each rank is reported once)."""
 

@@ -18,6 +18,9 @@ DEFAULT_MEMORY_BYTES = 8 << 30
 
 
 class KubernetesGroup:
+    # Pods' exits are not watched: the controller takes rank 0's result report as the success.
+    reports_exits = False
+
     def __init__(self, executor: KubernetesExecutor, spec: LaunchSpec):
         self.executor = executor
         self.spec = spec

@@ -24,6 +24,13 @@ class Examples:
         return len(self.input_ids)
 
 
+class Row(dict):
+    """A dataset row that remembers its line in the file, so errors found after the train/eval
+    split (or after blank lines were skipped) still name the right line."""
+
+    line: int = 0
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -36,6 +43,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{n}: each line must be a JSON object")
+            row = Row(row)
+            row.line = n
             rows.append(row)
     if not rows:
         raise ValueError(f"{path}: the dataset is empty")
@@ -54,9 +63,9 @@ def split_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def _column(rows: list[dict], name: str, path: str) -> list:
-    missing = [i for i, r in enumerate(rows) if name not in r]
+    missing = [getattr(r, "line", 0) or i + 1 for i, r in enumerate(rows) if name not in r]
     if missing:
-        raise ValueError(f"{path}: column {name!r} is missing in {len(missing)} row(s), first at row {missing[0] + 1}")
+        raise ValueError(f"{path}:{missing[0]}: column {name!r} is missing (here first; {len(missing)} row(s) lack it)")
     return [r[name] for r in rows]
 
 

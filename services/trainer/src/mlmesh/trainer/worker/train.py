@@ -357,14 +357,16 @@ class Worker:
             metrics["eval_accuracy_before"] = self.evaluate()["eval_accuracy"]
         window = {"t": time.monotonic(), "tokens": 0.0, "samples": 0}
         step_times: list[float] = []
-        last = {"loss": float("nan"), "stop": False, "due": False}
+        # saved_at: the step of the latest save. A due flag raised at or before it (read a step late
+        # on CUDA, when rank 0 may already have raised it again) asked for that same checkpoint.
+        last = {"loss": float("nan"), "stop": False, "due": False, "saved_at": start}
 
         def absorb(at: int, values: list[float]) -> None:
             """Book one step's all-reduced figures: loss, throughput, and the control flags."""
             loss_v, tokens_v, stop_v, due_v = values
             last["loss"] = loss_v / (self.accum * self.world)
             last["stop"] = last["stop"] or stop_v > 0
-            last["due"] = last["due"] or due_v > 0
+            last["due"] = last["due"] or (due_v > 0 and at > last["saved_at"])
             window["tokens"] += tokens_v
             window["samples"] += self.global_batch
             if at % max(1, self.cfg.log_every_n_steps) == 0 or at == self.total_steps:
@@ -407,7 +409,7 @@ class Worker:
             if (ck_every and step % ck_every == 0) or last["due"] or last["stop"]:
                 control.drain()
                 self.save(step, last["loss"])
-                last_ck, last["due"] = time.monotonic(), False
+                last_ck, last["due"], last["saved_at"] = time.monotonic(), False, step
             if last["stop"]:
                 self.committer.wait()
                 if self.rank == 0:
