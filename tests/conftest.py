@@ -48,3 +48,41 @@ def make_settings(signing_key: SigningKey) -> Callable[..., CommonTestSettings]:
         return CommonTestSettings(**{**values, **overrides})
 
     return make
+
+
+@pytest.fixture
+def threaded_grpc_server(make_settings):
+    """Serve gRPC servicers on a grpc.aio server with mlmesh's interceptors, on its own event loop
+    in a thread (the sync clients under test block the test's thread). Call it with a function
+    that registers servicers on the server; it returns the target address. Torn down after the test."""
+    import asyncio
+    import threading
+
+    from mlmesh.common.grpc_server import build_server, make_verifier
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    servers = []
+
+    def serve(register: Callable) -> str:
+        async def start():
+            settings = make_settings()
+            srv = build_server(settings, make_verifier(settings))
+            register(srv)
+            port = srv.add_insecure_port("127.0.0.1:0")
+            await srv.start()
+            return srv, port
+
+        srv, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        servers.append(srv)
+        return f"127.0.0.1:{port}"
+
+    try:
+        yield serve
+    finally:
+        for srv in servers:
+            asyncio.run_coroutine_threadsafe(srv.stop(0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

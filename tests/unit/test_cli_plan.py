@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +13,6 @@ from mlmesh.api.trainer.v1 import run_pb2, trainer_service_pb2_grpc
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
 from mlmesh.cli.output import CliError
 from mlmesh.common import errors
-from mlmesh.common.grpc_server import build_server, make_verifier
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,29 +80,12 @@ class FakeTrainer(trainer_service_pb2_grpc.TrainerServiceServicer):
 
 
 @pytest.fixture
-def trainer(make_settings) -> FakeTrainer:
+def trainer(threaded_grpc_server) -> FakeTrainer:
     fake = FakeTrainer()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def start():
-        settings = make_settings()
-        srv = build_server(settings, make_verifier(settings))
-        trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(fake, srv)
-        port = srv.add_insecure_port("127.0.0.1:0")
-        await srv.start()
-        return srv, port
-
-    srv, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    fake.target = f"127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(srv.stop(0), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    fake.target = threaded_grpc_server(
+        lambda srv: trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(fake, srv)
+    )
+    return fake
 
 
 @pytest.fixture

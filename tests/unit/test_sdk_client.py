@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 
 from mlmesh.cli.output import CliError
 from mlmesh.common import errors
-from mlmesh.common.grpc_server import build_server, make_verifier
 from mlmesh.sdk import client as sdk
 from mlmesh.sdk.client import Client, RpcFailure, resolve_address, resolve_token
 
@@ -168,31 +166,12 @@ class ProbeStub:
 
 
 @pytest.fixture
-def server(make_settings):
+def server(threaded_grpc_server):
     """The probe on a grpc.aio server with mlmesh's interceptors, on its own loop in a thread (the
     client under test is synchronous)."""
     probe = ProbeServer()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def start():
-        settings = make_settings()
-        srv = build_server(settings, make_verifier(settings))
-        srv.add_generic_rpc_handlers((probe.handler(),))
-        port = srv.add_insecure_port("127.0.0.1:0")
-        await srv.start()
-        return srv, port
-
-    srv, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    probe.target = f"127.0.0.1:{port}"
-    try:
-        yield probe
-    finally:
-        asyncio.run_coroutine_threadsafe(srv.stop(0), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    probe.target = threaded_grpc_server(lambda srv: srv.add_generic_rpc_handlers((probe.handler(),)))
+    return probe
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ behind mlmesh's own interceptors, that can break a stream once or corrupt a down
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,6 @@ from mlmesh.api.storage.v1 import model_registry_pb2 as mr
 from mlmesh.api.storage.v1 import model_registry_service_pb2 as reg_api
 from mlmesh.api.storage.v1 import storage_service_pb2 as api
 from mlmesh.common import errors
-from mlmesh.common.grpc_server import build_server, make_verifier
 from mlmesh.sdk import transfer
 from mlmesh.sdk.client import Client, RpcFailure
 from mlmesh.sdk.transfer import IntegrityError, TransferError
@@ -275,33 +272,18 @@ def _copy(v: mr.ModelVersion) -> mr.ModelVersion:
 
 
 @pytest.fixture
-def storage(make_settings) -> FakeStorage:
+def storage(threaded_grpc_server) -> FakeStorage:
     """The storage double (and a registry double, `storage.registry`) on a grpc.aio server with
     mlmesh's interceptors, on its own loop in a thread: the client under test is synchronous."""
     fake = FakeStorage()
     fake.registry = FakeRegistry()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def start():
-        settings = make_settings()
-        srv = build_server(settings, make_verifier(settings))
-        storage_service_pb2_grpc.add_StorageServiceServicer_to_server(fake, srv)
-        model_registry_service_pb2_grpc.add_ModelRegistryServiceServicer_to_server(fake.registry, srv)
-        port = srv.add_insecure_port("127.0.0.1:0")
-        await srv.start()
-        return srv, port
-
-    srv, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    fake.target = f"127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(srv.stop(0), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    fake.target = threaded_grpc_server(
+        lambda srv: (
+            storage_service_pb2_grpc.add_StorageServiceServicer_to_server(fake, srv),
+            model_registry_service_pb2_grpc.add_ModelRegistryServiceServicer_to_server(fake.registry, srv),
+        )
+    )
+    return fake
 
 
 @pytest.fixture
