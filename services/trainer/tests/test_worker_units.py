@@ -743,3 +743,16 @@ def test_a_bare_timeout_in_user_code_is_not_a_collective_failure():
     assert http.failure_class == job_pb2.FAILURE_CLASS_USER_ERROR and not http.retryable
     gloo = classify(1, None, "RuntimeError: [gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:5")
     assert gloo.failure_class == job_pb2.FAILURE_CLASS_COLLECTIVE_TIMEOUT and gloo.retryable
+
+
+def test_a_taken_rendezvous_port_is_retried_as_infrastructure():
+    from mlmesh.trainer.domain.failures import classify
+
+    f = classify(
+        1,
+        None,
+        "torch.distributed.DistNetworkError: The server socket has failed to listen on any "
+        "local network address. port: 29500, useIpv6: false, code: -98, name: EADDRINUSE, "
+        "message: address already in use",
+    )
+    assert f.failure_class == job_pb2.FAILURE_CLASS_INFRASTRUCTURE and f.retryable

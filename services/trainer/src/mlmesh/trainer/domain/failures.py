@@ -23,6 +23,9 @@ RETRYABLE = frozenset(
     }
 )
 
+# The rendezvous port was taken between the trainer picking it and rank 0 binding it: a platform
+# race, retried on a fresh port.
+_PORT_TAKEN = re.compile(r"EADDRINUSE|address already in use", re.I)
 _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|\bMemoryError\b|Cannot allocate memory", re.I)
 # A collective failure names the communication layer; a bare "timed out" (an HTTP read, say) does not count.
 _COMM = r"(gloo|nccl|ProcessGroup\w*|c10d|collective|barrier|all_?reduce|all_?gather|watchdog)"
@@ -62,6 +65,8 @@ def classify(exit_code: int | None, signal: int | None, log_tail: str = "") -> F
             "CollectiveFailed",
             _last_line(log_tail, _COLLECTIVE) or "a collective failed or timed out",
         )
+    if exit_code and _PORT_TAKEN.search(log_tail):
+        return Failure(job_pb2.FAILURE_CLASS_INFRASTRUCTURE, "RendezvousPortTaken", _last_line(log_tail, _PORT_TAKEN))
     if exit_code == EXIT_INFRASTRUCTURE:
         return Failure(job_pb2.FAILURE_CLASS_INFRASTRUCTURE, "InfrastructureError", _last_error(log_tail))
     return Failure(job_pb2.FAILURE_CLASS_USER_ERROR, "UserError", f"exit code {exit_code}: {_last_error(log_tail)}")

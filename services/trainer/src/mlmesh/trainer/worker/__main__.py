@@ -27,7 +27,7 @@ def exit_code_for(exc: BaseException) -> int:
     dist_error = getattr(torch.distributed, "DistError", ())
     if isinstance(exc, dist_error) or (isinstance(exc, RuntimeError) and any(h in text for h in _COLLECTIVE_HINTS)):
         return EXIT_COLLECTIVE_TIMEOUT
-    if type(exc).__name__ in ("RpcFailure", "ConnectionError", "TransferError"):
+    if "address already in use" in text or type(exc).__name__ in ("RpcFailure", "ConnectionError", "TransferError"):
         return EXIT_INFRASTRUCTURE
     return 1
 
