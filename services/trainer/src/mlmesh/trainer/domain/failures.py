@@ -55,6 +55,8 @@ def classify(exit_code: int | None, signal: int | None, log_tail: str = "") -> F
     if signal:
         name = _signal_name(signal)
         return Failure(job_pb2.FAILURE_CLASS_SIGNAL, "WorkerKilled", f"killed by {name}")
+    if exit_code and _PORT_TAKEN.search(log_tail):
+        return Failure(job_pb2.FAILURE_CLASS_INFRASTRUCTURE, "RendezvousPortTaken", _last_line(log_tail, _PORT_TAKEN))
     if exit_code == EXIT_OUT_OF_MEMORY or (exit_code and _OOM.search(log_tail)):
         return Failure(
             job_pb2.FAILURE_CLASS_OUT_OF_MEMORY, "OutOfMemory", _last_line(log_tail, _OOM) or "out of memory"
@@ -65,8 +67,6 @@ def classify(exit_code: int | None, signal: int | None, log_tail: str = "") -> F
             "CollectiveFailed",
             _last_line(log_tail, _COLLECTIVE) or "a collective failed or timed out",
         )
-    if exit_code and _PORT_TAKEN.search(log_tail):
-        return Failure(job_pb2.FAILURE_CLASS_INFRASTRUCTURE, "RendezvousPortTaken", _last_line(log_tail, _PORT_TAKEN))
     if exit_code == EXIT_INFRASTRUCTURE:
         return Failure(job_pb2.FAILURE_CLASS_INFRASTRUCTURE, "InfrastructureError", _last_error(log_tail))
     return Failure(job_pb2.FAILURE_CLASS_USER_ERROR, "UserError", f"exit code {exit_code}: {_last_error(log_tail)}")

@@ -24,10 +24,12 @@ def exit_code_for(exc: BaseException) -> int:
     text = f"{type(exc).__name__}: {exc}".lower()
     if "out of memory" in text:
         return EXIT_OUT_OF_MEMORY
+    if "address already in use" in text:  # the rendezvous port was taken: retried on a fresh one
+        return EXIT_INFRASTRUCTURE
     dist_error = getattr(torch.distributed, "DistError", ())
     if isinstance(exc, dist_error) or (isinstance(exc, RuntimeError) and any(h in text for h in _COLLECTIVE_HINTS)):
         return EXIT_COLLECTIVE_TIMEOUT
-    if "address already in use" in text or type(exc).__name__ in ("RpcFailure", "ConnectionError", "TransferError"):
+    if type(exc).__name__ in ("RpcFailure", "ConnectionError", "TransferError"):
         return EXIT_INFRASTRUCTURE
     return 1
 
