@@ -350,7 +350,9 @@ def test_dockerfile(service_dir, module):
         line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in ("", "#")
     ]
     copies = [args.split()[0] for word, args in instructions if word == "COPY" and not args.startswith("--")]
-    assert copies == ["libs/common", f"services/{service_dir}"]
+    # The trainer's workers stream checkpoints with the SDK's transfer code, so it ships the SDK too.
+    libs = ["libs/common", "libs/sdk"] if service_dir == "trainer" else ["libs/common"]
+    assert copies == [*libs, f"services/{service_dir}"]
     for src in copies:
         assert (REPO / src).is_dir()
         assert not any(fnmatch.fnmatch(src, pat) or fnmatch.fnmatch(src + "/src", pat) for pat in ignored), src
