@@ -29,6 +29,9 @@ AUTH_EXEMPT_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
+    # KServe v2 liveness and readiness, as the HTTP front's /v2/health/* (load balancer probes).
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
 )
 
 _AbortError = getattr(grpc.aio, "AbortError", ())

@@ -59,6 +59,8 @@ class Runtime:
     # Run once the server is bound and SERVING: e.g. a node agent registers its address then.
     on_serving: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     port: int = 0  # the bound gRPC port, set before on_serving runs
+    # Extra facts for the ready file and the "serving" log line, e.g. a second front's port.
+    ready_info: dict = field(default_factory=dict)
 
 
 Register = Callable[[Runtime], Awaitable[Iterable[str]]]
@@ -175,7 +177,7 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
         await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
     for hook in runtime.on_serving:
         await hook()
-    info = {"service": name, "pid": os.getpid(), "grpc_port": port, "metrics_port": metrics_port}
+    info = {"service": name, "pid": os.getpid(), "grpc_port": port, "metrics_port": metrics_port, **runtime.ready_info}
     if settings.ready_file:
         write_ready_file(settings.ready_file, info)
     log.info("serving", extra=info)

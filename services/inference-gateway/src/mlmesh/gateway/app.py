@@ -1,20 +1,71 @@
 """Wiring of the inference-gateway service: what it registers on the shared gRPC server bootstrap.
 
-The service API itself (Gateway's RPCs) is built in its own issue; until then the process serves
-gRPC health and reflection, and holds its NATS connection and state buckets.
+The KServe v2 data plane over Triton: the gRPC front (Triton's own GRPCInferenceService) on the
+service's gRPC server, and the HTTP front (KServe v2 REST) served by uvicorn in the same event loop.
+Both forward through one `BackendPool`.
 """
 
+from __future__ import annotations
+
+import logging
 from collections.abc import Iterable
 
-from mlmesh.common.grpc_server import Runtime
+from mlmesh.common.grpc_server import Runtime, StartupError
 from mlmesh.common.kv import open_bucket
+from mlmesh.gateway import grpc_front
+from mlmesh.gateway.backends import BackendPool, TritonBackend
+from mlmesh.gateway.domain.breaker import CircuitBreaker
+from mlmesh.gateway.domain.retry_budget import RetryBudget
+from mlmesh.gateway.http_front import HttpFront, create_app
+from mlmesh.gateway.settings import GatewaySettings
+
+log = logging.getLogger("mlmesh.gateway")
 
 KV_BUCKETS = ("deployments",)
 
 
+def build_pool(settings: GatewaySettings) -> BackendPool:
+    backends = [
+        TritonBackend(
+            grpc_url,
+            http_url,
+            CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_open_s),
+            max_message_bytes=max(settings.max_message_bytes, settings.max_request_bytes),
+            health_interval_s=settings.health_interval_s,
+            failures_unhealthy=settings.health_failures_unhealthy,
+        )
+        for grpc_url, http_url in settings.backend_urls
+    ]
+    return BackendPool(backends, RetryBudget(settings.retry_ratio, settings.retry_min_per_s))
+
+
 async def register(runtime: Runtime) -> Iterable[str]:
+    settings = runtime.settings
+    assert isinstance(settings, GatewaySettings)
     # Durable state lives in JetStream KV; open (and on first start create) the buckets now, so a
     # broken NATS fails the start rather than the first request.
     for bucket in KV_BUCKETS:
         await open_bucket(runtime.js, bucket)
-    return []
+
+    pool = build_pool(settings)
+    await pool.start()
+    runtime.on_shutdown.append(pool.close)  # hooks run in reverse: the HTTP front stops first
+
+    servicer = grpc_front.InferenceServicer(
+        pool, max_request_bytes=settings.max_request_bytes, default_timeout_s=settings.request_timeout_s
+    )
+    name = grpc_front.add_to_server(servicer, runtime.server)
+
+    app = create_app(
+        pool, runtime.verifier, max_request_bytes=settings.max_request_bytes, timeout_s=settings.request_timeout_s
+    )
+    host = settings.http_host or settings.host
+    try:
+        front = HttpFront(app, host, settings.http_port, shutdown_grace_s=settings.shutdown_grace_s)
+    except OSError as exc:
+        raise StartupError(str(exc)) from None
+    await front.start()
+    runtime.on_shutdown.append(front.stop)
+    runtime.ready_info["http_port"] = front.port
+    log.info("http front serving", extra={"http_host": host, "http_port": front.port})
+    return [name]

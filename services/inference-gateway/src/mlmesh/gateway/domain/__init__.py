@@ -1,0 +1,1 @@
+"""Pure gateway logic: circuit breaking, balancing, retry budgets and model naming (no I/O)."""

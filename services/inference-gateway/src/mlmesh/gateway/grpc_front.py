@@ -1,0 +1,136 @@
+"""The gRPC front: Triton's own `inference.GRPCInferenceService`, so tritonclient.grpc works unchanged.
+
+Model calls map the caller's model name to its team's Triton name, forward the request proto as it
+came (tensors are never decoded) and map the name back in the reply. Triton's errors keep their code.
+"""
+
+from __future__ import annotations
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from mlmesh.common.auth import current_identity
+from mlmesh.common.errors import TooLarge
+from mlmesh.gateway.backends import BackendError, BackendPool
+from mlmesh.gateway.domain.naming import check_version, triton_name
+
+SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+SERVICE_NAME = SERVICE.full_name
+SUPPORTED = {
+    "ServerLive",
+    "ServerReady",
+    "ServerMetadata",
+    "ModelReady",
+    "ModelMetadata",
+    "ModelConfig",
+    "ModelInfer",
+}
+
+
+class _Call:
+    """One model call: the caller's and Triton's names, to rewrite requests, replies and errors."""
+
+    def __init__(self, model: str, version: str):
+        self.model = model
+        check_version(model, version)
+        self.triton = triton_name(current_identity().team, model)
+
+    def error(self, exc: BackendError) -> tuple[grpc.StatusCode, str]:
+        return exc.code, exc.message.replace(self.triton, self.model)
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, pool: BackendPool, *, max_request_bytes: int, default_timeout_s: float):
+        self._pool = pool
+        self._max_request_bytes = max_request_bytes
+        self._default_timeout_s = default_timeout_s
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return self._default_timeout_s if remaining is None else min(remaining, self._default_timeout_s)
+
+    async def _forward(self, method: str, request, context, call: _Call | None = None):
+        try:
+            return await self._pool.grpc(method, request, self._timeout(context))
+        except BackendError as exc:
+            code, message = call.error(exc) if call else (exc.code, exc.message)
+            await context.abort(code, message)
+
+    async def ServerLive(self, request, context):
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return service_pb2.ServerReadyResponse(ready=self._pool.available())
+
+    async def ServerMetadata(self, request, context):
+        return await self._forward("ServerMetadata", request, context)
+
+    async def ModelReady(self, request, context):
+        call = _Call(request.name, request.version)
+        forwarded = service_pb2.ModelReadyRequest()
+        forwarded.CopyFrom(request)
+        forwarded.name = call.triton
+        return await self._forward("ModelReady", forwarded, context, call)
+
+    async def ModelMetadata(self, request, context):
+        call = _Call(request.name, request.version)
+        forwarded = service_pb2.ModelMetadataRequest()
+        forwarded.CopyFrom(request)
+        forwarded.name = call.triton
+        reply = await self._forward("ModelMetadata", forwarded, context, call)
+        reply.name = call.model
+        return reply
+
+    async def ModelConfig(self, request, context):
+        call = _Call(request.name, request.version)
+        forwarded = service_pb2.ModelConfigRequest()
+        forwarded.CopyFrom(request)
+        forwarded.name = call.triton
+        reply = await self._forward("ModelConfig", forwarded, context, call)
+        reply.config.name = call.model
+        return reply
+
+    async def ModelInfer(self, request: service_pb2.ModelInferRequest, context):
+        size = request.ByteSize()
+        if size > self._max_request_bytes:
+            raise TooLarge(f"request of {size} bytes exceeds the limit of {self._max_request_bytes} bytes")
+        call = _Call(request.model_name, request.model_version)
+        # The request is forwarded as is; only its model name changes (restored on the way out of
+        # this handler, since grpc owns the object).
+        request.model_name = call.triton
+        try:
+            reply = await self._forward("ModelInfer", request, context, call)
+        finally:
+            request.model_name = call.model
+        reply.model_name = call.model
+        return reply
+
+
+def _unimplemented(name: str):
+    async def handler(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not offered by the gateway")
+
+    handler.__name__ = name
+    return handler
+
+
+def _unimplemented_stream(name: str):
+    async def handler(self, request_iterator, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not offered by the gateway")
+        yield  # pragma: no cover - makes this an async generator
+
+    handler.__name__ = name
+    return handler
+
+
+# Every other method of the service answers UNIMPLEMENTED (the generated base raises
+# NotImplementedError, which the error interceptor would report as INTERNAL).
+for _method in SERVICE.methods:
+    if _method.name not in SUPPORTED:
+        _factory = _unimplemented_stream if _method.server_streaming else _unimplemented
+        setattr(InferenceServicer, _method.name, _factory(_method.name))
+
+
+def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> str:
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    return SERVICE_NAME

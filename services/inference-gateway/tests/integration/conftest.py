@@ -1,0 +1,154 @@
+"""The gateway as users run it: a `python -m mlmesh.gateway` process on a real nats-server, in
+front of a real tritonserver (python backend) holding `team-a--double`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tritonclient.http as triton_http
+
+from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
+from mlmesh.local.process import ManagedProcess
+from mlmesh.local.servers import NatsServer, TritonServer
+
+TRITON_MODEL = "team-a--double"
+
+
+@dataclass
+class Gateway:
+    grpc_address: str
+    http_address: str
+    alice: str
+    bob: str
+    proc: ManagedProcess
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _write_doubling_model(repo: Path, name: str) -> None:
+    version = repo / name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    (repo / name / "config.pbtxt").write_text(
+        textwrap.dedent(f"""
+        name: "{name}"
+        backend: "python"
+        max_batch_size: 0
+        input [{{ name: "X", data_type: TYPE_FP32, dims: [ -1 ] }}]
+        output [{{ name: "Y", data_type: TYPE_FP32, dims: [ -1 ] }}]
+        instance_group [{{ kind: KIND_CPU, count: 1 }}]
+        """)
+    )
+    (version / "model.py").write_text(
+        textwrap.dedent("""
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+                    y = pb_utils.Tensor("Y", (x * 2).astype(np.float32))
+                    responses.append(pb_utils.InferenceResponse(output_tensors=[y]))
+                return responses
+        """)
+    )
+
+
+@pytest.fixture(scope="session")
+def triton_with_double(triton_server: TritonServer) -> TritonServer:
+    _write_doubling_model(triton_server.model_repository, TRITON_MODEL)
+    client = triton_http.InferenceServerClient(triton_server.http_url.removeprefix("http://"))
+    try:
+        client.load_model(TRITON_MODEL)
+        assert client.is_model_ready(TRITON_MODEL)
+    finally:
+        client.close()
+    return triton_server
+
+
+def _dead_port() -> int:
+    """A port nobody listens on (bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_gateway(tmp: Path, nats: NatsServer, extra: dict[str, str]) -> Iterator[Gateway]:
+    private, public = generate_signing_key()
+    write_secret(tmp / "public.pem", public)
+    ready = tmp / "gateway.ready"
+    p = "MLMESH_GATEWAY_"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
+    env.update(
+        {
+            p + "NATS_URL": nats.url,
+            p + "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
+            p + "READY_FILE": str(ready),
+            p + "METRICS_PORT": "-1",
+            p + "HTTP_PORT": "0",
+            p + "SHUTDOWN_GRACE_S": "2",
+            **{p + k: v for k, v in extra.items()},
+        }
+    )
+    log_path = tmp / "gateway.log"
+    proc = ManagedProcess("gateway", [sys.executable, "-m", "mlmesh.gateway"], log_path=log_path, env=env)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.alive(), proc.log_tail()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        grpc_port = json.loads(ready.read_text())["grpc_port"]
+        # The HTTP front binds port 0 and logs the port it got (before the ready file is written).
+        http_port = next(
+            json.loads(line)["http_port"] for line in log_path.read_text().splitlines() if '"http_port"' in line
+        )
+        yield Gateway(
+            grpc_address=f"127.0.0.1:{grpc_port}",
+            http_address=f"127.0.0.1:{http_port}",
+            alice=mint_token(private, subject="alice", team="team-a", roles=["developer"]),
+            bob=mint_token(private, subject="bob", team="team-b", roles=["developer"]),
+            proc=proc,
+        )
+    finally:
+        proc.stop(grace=5)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, nats_server: NatsServer, triton_with_double: TritonServer) -> Iterator[Gateway]:
+    yield from _start_gateway(
+        tmp_path_factory.mktemp("gateway"),
+        nats_server,
+        {
+            "TRITON_GRPC_URLS": triton_with_double.grpc_url,
+            "TRITON_HTTP_URLS": triton_with_double.http_url,
+            "MAX_REQUEST_BYTES": str(1024 * 1024),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def dead_gateway(tmp_path_factory, nats_server: NatsServer) -> Iterator[Gateway]:
+    yield from _start_gateway(
+        tmp_path_factory.mktemp("dead-gateway"),
+        nats_server,
+        {
+            "TRITON_GRPC_URLS": f"127.0.0.1:{_dead_port()}",
+            "TRITON_HTTP_URLS": f"http://127.0.0.1:{_dead_port()}",
+            "BREAKER_FAILURE_THRESHOLD": "2",
+            "BREAKER_OPEN_S": "60",
+            "HEALTH_INTERVAL_S": "60",  # only the breaker decides in this test
+        },
+    )
