@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -55,6 +56,11 @@ def test_up_status_down_leaves_nothing_behind(mesh_dir: Path):
         assert grpc_healthy(ep["grpc"]), f"{name} is not SERVING"
         assert "grpc.health.v1.Health" in _reflected_services(ep["grpc"])
         assert (mesh_dir / "logs" / f"{name}.log").is_file()
+
+    # The gateway's KServe v2 REST front answers on its own free port, in front of the mesh's Triton.
+    http_url = endpoints["services"]["inference-gateway"]["http_url"]
+    with urllib.request.urlopen(f"{http_url}/v2/health/live", timeout=5) as reply:
+        assert reply.status == 200
 
     # The admin token verifies against the public key the services were given.
     verifier = TokenVerifier(public_key=Path(endpoints["auth"]["public_key"]).read_bytes())

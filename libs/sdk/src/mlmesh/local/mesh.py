@@ -150,6 +150,15 @@ def _service_env(
                 f"{p}S3_SECRET_KEY": s3["secret_key"],
             }
         )
+    if svc.module == "gateway":
+        # The mesh's own Triton, and a free port for the KServe v2 REST front (in the ready file).
+        env.update(
+            {
+                f"{p}HTTP_PORT": "0",
+                f"{p}TRITON_GRPC_URLS": infra.triton.grpc_url,
+                f"{p}TRITON_HTTP_URLS": infra.triton.http_url,
+            }
+        )
     for name in svc.needs:
         env[f"{p}{name.upper().replace('-', '_')}_ADDRESS"] = services[name]["grpc"]
     if svc.module == "trainer":
@@ -179,12 +188,15 @@ def _wait_healthy(svc: ServiceSpec, proc: ManagedProcess, ready: Path, timeout: 
     info = json.loads(ready.read_text())
     target = f"127.0.0.1:{info['grpc_port']}"
     wait_until(lambda: grpc_healthy(target), timeout=timeout, what=f"{svc.name} health", proc=proc)
-    return {
+    endpoint = {
         "grpc": target,
         "metrics_url": f"http://127.0.0.1:{info['metrics_port']}/metrics",
         "pid": proc.pid,
         "log": str(proc.log_path),
     }
+    if "http_port" in info:  # the gateway's KServe v2 REST front
+        endpoint["http_url"] = f"http://127.0.0.1:{info['http_port']}"
+    return endpoint
 
 
 def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: None) -> dict:
