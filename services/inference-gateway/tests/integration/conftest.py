@@ -18,9 +18,11 @@ import tritonclient.http as triton_http
 
 from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
 from mlmesh.local.process import ManagedProcess
-from mlmesh.local.servers import NatsServer, TritonServer
+from mlmesh.local.servers import NatsServer, TritonServer, ValkeyServer
 
 TRITON_MODEL = "team-a--double"
+TEAM_B_MODEL = "team-b--double"
+VERSIONED_MODEL = "team-a--versioned"
 
 
 @dataclass
@@ -35,19 +37,26 @@ class Gateway:
         return {"authorization": f"Bearer {token}"} if token else {}
 
 
-def _write_doubling_model(repo: Path, name: str) -> None:
-    version = repo / name / "1"
-    version.mkdir(parents=True, exist_ok=True)
+def _write_doubling_model(repo: Path, name: str, versions: tuple[int, ...] = (1,)) -> None:
+    policy = "version_policy: { all { } }" if len(versions) > 1 else ""
+    (repo / name).mkdir(parents=True, exist_ok=True)
     (repo / name / "config.pbtxt").write_text(
         textwrap.dedent(f"""
         name: "{name}"
         backend: "python"
         max_batch_size: 0
+        {policy}
         input [{{ name: "X", data_type: TYPE_FP32, dims: [ -1 ] }}]
         output [{{ name: "Y", data_type: TYPE_FP32, dims: [ -1 ] }}]
         instance_group [{{ kind: KIND_CPU, count: 1 }}]
         """)
     )
+    for number in versions:
+        _write_model_py(repo / name / str(number))
+
+
+def _write_model_py(version: Path) -> None:
+    version.mkdir(parents=True, exist_ok=True)
     (version / "model.py").write_text(
         textwrap.dedent("""
         import numpy as np
@@ -58,6 +67,10 @@ def _write_doubling_model(repo: Path, name: str) -> None:
                 responses = []
                 for request in requests:
                     x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+                    if x.size and x.flat[0] == -999:  # a poisoned input: an error from the model
+                        error = pb_utils.TritonError("poisoned input")
+                        responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+                        continue
                     y = pb_utils.Tensor("Y", (x * 2).astype(np.float32))
                     responses.append(pb_utils.InferenceResponse(output_tensors=[y]))
                 return responses
@@ -152,3 +165,62 @@ def dead_gateway(tmp_path_factory, nats_server: NatsServer) -> Iterator[Gateway]
             "HEALTH_INTERVAL_S": "60",  # only the breaker decides in this test
         },
     )
+
+
+def triton_env(triton: TritonServer) -> dict[str, str]:
+    return {"TRITON_GRPC_URLS": triton.grpc_url, "TRITON_HTTP_URLS": triton.http_url}
+
+
+@pytest.fixture(scope="module")
+def cached_gateway(
+    tmp_path_factory, nats_server: NatsServer, more_models: TritonServer, valkey_server: ValkeyServer
+) -> Iterator[Gateway]:
+    yield from _start_gateway(
+        tmp_path_factory.mktemp("cached-gateway"),
+        nats_server,
+        {**triton_env(more_models), "VALKEY_URL": valkey_server.url, "CACHE_TTL_S": "60"},
+    )
+
+
+@pytest.fixture(scope="module")
+def limited_gateway(
+    tmp_path_factory, nats_server: NatsServer, more_models: TritonServer, valkey_server: ValkeyServer
+) -> Iterator[Gateway]:
+    yield from _start_gateway(
+        tmp_path_factory.mktemp("limited-gateway"),
+        nats_server,
+        {
+            **triton_env(more_models),
+            "VALKEY_URL": valkey_server.url,
+            "CACHE_TTL_S": "0",
+            "RATE_LIMIT_PER_S": "0.2",
+            "RATE_LIMIT_BURST": "3",
+        },
+    )
+
+
+def start_gateway(tmp: Path, nats: NatsServer, extra: dict[str, str]) -> Iterator[Gateway]:
+    """For a test that owns its gateway (and its valkey)."""
+    return _start_gateway(tmp, nats, extra)
+
+
+@pytest.fixture(scope="module")
+def more_models(triton_with_double: TritonServer) -> Iterator[TritonServer]:
+    """`team-b--double` and `team-a--versioned` (versions 1 and 2), unloaded afterwards: other
+    modules expect team-b to have no `double`."""
+    repo = triton_with_double.model_repository
+    _write_doubling_model(repo, TEAM_B_MODEL)
+    _write_doubling_model(repo, VERSIONED_MODEL, versions=(1, 2))
+    client = triton_http.InferenceServerClient(triton_with_double.http_url.removeprefix("http://"))
+    try:
+        for model in (TEAM_B_MODEL, VERSIONED_MODEL):
+            client.load_model(model)
+            assert client.is_model_ready(model)
+        yield triton_with_double
+        for model in (TEAM_B_MODEL, VERSIONED_MODEL):
+            client.unload_model(model, unload_dependents=False)
+        deadline = time.monotonic() + 30
+        while client.is_model_ready(TEAM_B_MODEL) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.close()

@@ -14,10 +14,14 @@ from mlmesh.common.grpc_server import Runtime, StartupError
 from mlmesh.common.kv import open_bucket
 from mlmesh.gateway import grpc_front
 from mlmesh.gateway.backends import BackendPool, TritonBackend
+from mlmesh.gateway.cache import GuardedValkey, ResultCache
+from mlmesh.gateway.cached import Cached
 from mlmesh.gateway.domain.breaker import CircuitBreaker
 from mlmesh.gateway.domain.retry_budget import RetryBudget
 from mlmesh.gateway.http_front import HttpFront, create_app
+from mlmesh.gateway.rate_limit import RateLimiter
 from mlmesh.gateway.settings import GatewaySettings
+from mlmesh.gateway.versions import VersionResolver
 
 log = logging.getLogger("mlmesh.gateway")
 
@@ -51,13 +55,32 @@ async def register(runtime: Runtime) -> Iterable[str]:
     await pool.start()
     runtime.on_shutdown.append(pool.close)  # hooks run in reverse: the HTTP front stops first
 
+    store = None
+    if settings.valkey_url is not None:
+        password = settings.valkey_password.get_secret_value() if settings.valkey_password else None
+        store = GuardedValkey(settings.valkey_url.get_secret_value(), password, timeout_s=settings.valkey_timeout_s)
+        runtime.on_shutdown.append(store.close)
+    cached = Cached(
+        ResultCache(store, settings.cache_ttl_s),
+        RateLimiter(store, settings.rate_limit_per_s, settings.rate_limit_burst),
+        VersionResolver(pool),
+    )
+    log.info(
+        "result cache",
+        extra={"cache": cached.cache.active, "cache_ttl_s": settings.cache_ttl_s, "rate_limit": cached.limiter.active},
+    )
+
     servicer = grpc_front.InferenceServicer(
-        pool, max_request_bytes=settings.max_request_bytes, default_timeout_s=settings.request_timeout_s
+        pool, max_request_bytes=settings.max_request_bytes, default_timeout_s=settings.request_timeout_s, cached=cached
     )
     name = grpc_front.add_to_server(servicer, runtime.server)
 
     app = create_app(
-        pool, runtime.verifier, max_request_bytes=settings.max_request_bytes, timeout_s=settings.request_timeout_s
+        pool,
+        runtime.verifier,
+        max_request_bytes=settings.max_request_bytes,
+        timeout_s=settings.request_timeout_s,
+        cached=cached,
     )
     host = settings.http_host or settings.host
     try:

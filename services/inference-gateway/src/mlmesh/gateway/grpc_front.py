@@ -12,6 +12,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from mlmesh.common.auth import current_identity
 from mlmesh.common.errors import TooLarge
 from mlmesh.gateway.backends import BackendError, BackendPool
+from mlmesh.gateway.cached import Cached
+from mlmesh.gateway.domain.cache_key import cache_key, grpc_request_digest
 from mlmesh.gateway.domain.naming import check_version, triton_name
 
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -33,15 +35,19 @@ class _Call:
     def __init__(self, model: str, version: str):
         self.model = model
         check_version(model, version)
-        self.triton = triton_name(current_identity().team, model)
+        self.team = current_identity().team
+        self.triton = triton_name(self.team, model)
 
     def error(self, exc: BackendError) -> tuple[grpc.StatusCode, str]:
         return exc.code, exc.message.replace(self.triton, self.model)
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, pool: BackendPool, *, max_request_bytes: int, default_timeout_s: float):
+    def __init__(
+        self, pool: BackendPool, *, max_request_bytes: int, default_timeout_s: float, cached: Cached | None = None
+    ):
         self._pool = pool
+        self._cached = cached
         self._max_request_bytes = max_request_bytes
         self._default_timeout_s = default_timeout_s
 
@@ -95,6 +101,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         if size > self._max_request_bytes:
             raise TooLarge(f"request of {size} bytes exceeds the limit of {self._max_request_bytes} bytes")
         call = _Call(request.model_name, request.model_version)
+        cached = self._cached
+        if cached is not None:
+            await cached.limiter.check(call.team)
+            if cached.cache.active:
+                return await self._cached_infer(request, context, call, cached)
         # The request is forwarded as is; only its model name changes (restored on the way out of
         # this handler, since grpc owns the object).
         request.model_name = call.triton
@@ -104,6 +115,50 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             request.model_name = call.model
         reply.model_name = call.model
         return reply
+
+    async def _cached_infer(self, request: service_pb2.ModelInferRequest, context, call: _Call, cached: Cached):
+        timeout = self._timeout(context)
+        version = request.model_version or await cached.versions.resolve(call.triton, timeout)
+        if version is None:  # Triton cannot name the version: uncached, Triton answers
+            cached.cache.bypass()
+            forwarded = _forwarded(request, call.triton, request.model_version)
+            reply = await self._forward("ModelInfer", forwarded, context, call)
+            reply.model_name = call.model
+            return reply
+        key = cache_key(call.team, call.model, version, grpc_request_digest(request))
+        value = await cached.cache.get(key)
+        if value is not None:
+            reply = service_pb2.ModelInferResponse.FromString(value)
+            reply.id = request.id
+            return reply
+        # Forwarded with the concrete version, so what is stored is what the key names.
+        forwarded = _forwarded(request, call.triton, version)
+
+        async def fetch() -> service_pb2.ModelInferResponse:
+            reply = await self._pool.grpc("ModelInfer", forwarded, timeout)
+            reply.model_name = call.model
+            reply.id = ""
+            await cached.cache.set(key, reply.SerializeToString())
+            return reply
+
+        try:
+            shared = await cached.flight.do(("grpc", key), fetch)
+        except BackendError as exc:
+            await context.abort(*call.error(exc))
+        if shared.id == request.id:
+            return shared
+        reply = service_pb2.ModelInferResponse()
+        reply.CopyFrom(shared)  # shared by every caller of the flight: not changed in place
+        reply.id = request.id
+        return reply
+
+
+def _forwarded(request: service_pb2.ModelInferRequest, triton: str, version: str) -> service_pb2.ModelInferRequest:
+    forwarded = service_pb2.ModelInferRequest()
+    forwarded.CopyFrom(request)
+    forwarded.model_name = triton
+    forwarded.model_version = version
+    return forwarded
 
 
 def _unimplemented(name: str):

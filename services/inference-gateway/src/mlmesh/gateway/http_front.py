@@ -13,8 +13,8 @@ import json
 import logging
 import socket
 import zlib
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request
@@ -24,6 +24,8 @@ from mlmesh.common.auth import Identity, TokenVerifier
 from mlmesh.common.errors import MlmeshError, TooLarge
 from mlmesh.common.http import bearer_auth, install_error_handlers
 from mlmesh.gateway.backends import BackendPool, HttpResponse
+from mlmesh.gateway.cached import Cached
+from mlmesh.gateway.domain.cache_key import cache_key, http_request_digest
 from mlmesh.gateway.domain.naming import check_version, triton_name
 
 log = logging.getLogger("mlmesh.gateway.http")
@@ -50,37 +52,70 @@ def _encode(body: bytes, encoding: str) -> bytes:
     return body
 
 
-def rename_in_reply(reply: HttpResponse, triton: str, model: str) -> tuple[bytes, dict[str, str]]:
-    """The reply's body and headers with Triton's model name replaced by the caller's, in the JSON
-    part only (the JSON header of a binary reply, or the whole body)."""
-    headers = {k.lower(): v for k, v in reply.headers.items() if k.lower() in REPLY_HEADERS}
+def rewrite_head(body: bytes, headers: dict[str, str], edit: Callable[[dict], None]) -> tuple[bytes, dict[str, str]]:
+    """`body` with `edit` applied to its JSON part (the JSON header of a binary reply, or the whole
+    body), and `headers` with the JSON length updated; unchanged when it cannot be decoded."""
+    headers = dict(headers)
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip", "deflate"):
-        return reply.body, headers  # an encoding we cannot rewrite: pass through
+        return body, headers  # an encoding we cannot rewrite: pass through
     try:
-        body = _decode(reply.body, encoding)
-    except (OSError, zlib.error):
-        return reply.body, headers
-    json_length = int(headers[HEADER_LENGTH]) if HEADER_LENGTH in headers else len(body)
-    head, tail = body[:json_length], body[json_length:]
+        decoded = _decode(body, encoding)
+    except (OSError, zlib.error, EOFError):
+        return body, headers
+    json_length = int(headers[HEADER_LENGTH]) if HEADER_LENGTH in headers else len(decoded)
+    head, tail = decoded[:json_length], decoded[json_length:]
     try:
         document = json.loads(head) if head else None
     except ValueError:
-        return reply.body, headers
+        return body, headers
     if not isinstance(document, dict):
-        return reply.body, headers
-    for key in ("name", "model_name"):
-        if document.get(key) == triton:
-            document[key] = model
-    if isinstance(document.get("error"), str):
-        document["error"] = document["error"].replace(triton, model)
+        return body, headers
+    edit(document)
     new_head = json.dumps(document, separators=(",", ":")).encode()
     if HEADER_LENGTH in headers:
         headers[HEADER_LENGTH] = str(len(new_head))
     return _encode(new_head + tail, encoding), headers
 
 
-def create_app(pool: BackendPool, verifier: TokenVerifier, *, max_request_bytes: int, timeout_s: float) -> FastAPI:
+def rename_in_reply(reply: HttpResponse, triton: str, model: str) -> tuple[bytes, dict[str, str]]:
+    """The reply's body and headers with Triton's model name replaced by the caller's, in the JSON
+    part only (the JSON header of a binary reply, or the whole body)."""
+    headers = {k.lower(): v for k, v in reply.headers.items() if k.lower() in REPLY_HEADERS}
+
+    def rename(document: dict) -> None:
+        for key in ("name", "model_name"):
+            if document.get(key) == triton:
+                document[key] = model
+        if isinstance(document.get("error"), str):
+            document["error"] = document["error"].replace(triton, model)
+
+    return rewrite_head(reply.body, headers, rename)
+
+
+def with_request_id(body: bytes, headers: dict[str, str], request_id: Any) -> tuple[bytes, dict[str, str]]:
+    """A reply stored without an id, given the id of the request it now answers (if any)."""
+    if request_id is None:
+        return body, headers
+
+    def put(document: dict) -> None:
+        document["id"] = request_id
+
+    return rewrite_head(body, headers, put)
+
+
+def without_request_id(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    return rewrite_head(body, headers, lambda document: document.pop("id", None))
+
+
+def create_app(
+    pool: BackendPool,
+    verifier: TokenVerifier,
+    *,
+    max_request_bytes: int,
+    timeout_s: float,
+    cached: Cached | None = None,
+) -> FastAPI:
     app = FastAPI(title="mlmesh inference gateway (KServe v2)", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
 
@@ -109,12 +144,55 @@ def create_app(pool: BackendPool, verifier: TokenVerifier, *, max_request_bytes:
     async def forward(request: Request, identity: Identity, model: str, version: str, suffix: str) -> Response:
         check_version(model, version)
         triton = triton_name(identity.team, model)
+        if suffix == "/infer" and cached is not None:
+            await cached.limiter.check(identity.team)
+            if cached.cache.active:
+                return await cached_infer(request, identity, model, triton, version, cached)
         body = await read_body(request) if request.method == "POST" else None
         path = f"/v2/models/{triton}" + (f"/versions/{version}" if version else "") + suffix
         headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
         reply = await pool.http(request.method, path, headers, body, timeout_s)
         content, reply_headers = rename_in_reply(reply, triton, model)
         return Response(content=content, status_code=reply.status, headers=reply_headers)
+
+    async def cached_infer(
+        request: Request, identity: Identity, model: str, triton: str, version: str, cached: Cached
+    ) -> Response:
+        body = await read_body(request)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
+        keyed = http_request_digest(
+            body,
+            request.headers.get(HEADER_LENGTH),
+            request.headers.get("content-encoding", ""),
+            request.headers.get("accept-encoding", ""),
+        )
+        concrete = (version or await cached.versions.resolve(triton, timeout_s)) if keyed is not None else None
+        if keyed is None or concrete is None:  # uncached: Triton answers as it would
+            cached.cache.bypass()
+            path = f"/v2/models/{triton}" + (f"/versions/{version}" if version else "") + "/infer"
+            reply = await pool.http("POST", path, headers, body, timeout_s)
+            content, reply_headers = rename_in_reply(reply, triton, model)
+            return Response(content=content, status_code=reply.status, headers=reply_headers)
+        key = cache_key(identity.team, model, concrete, keyed.digest)
+        value = await cached.cache.get(key)
+        if value is not None:
+            status, stored_headers, content = _unpack(value)
+        else:
+            # Forwarded with the concrete version, so what is stored is what the key names.
+            path = f"/v2/models/{triton}/versions/{concrete}/infer"
+
+            async def fetch() -> tuple[int, dict[str, str], bytes]:
+                reply = await pool.http("POST", path, headers, body, timeout_s)
+                content, reply_headers = rename_in_reply(reply, triton, model)
+                if keyed.request_id is not None:
+                    content, reply_headers = without_request_id(content, reply_headers)
+                if reply.status == 200:  # only successes are cached
+                    await cached.cache.set(key, _pack(reply.status, reply_headers, content))
+                return reply.status, reply_headers, content
+
+            status, stored_headers, content = await cached.flight.do(("http", key), fetch)
+        content, reply_headers = with_request_id(content, stored_headers, keyed.request_id)
+        return Response(content=content, status_code=status, headers=reply_headers)
 
     @app.get("/v2/health/live")
     async def live() -> Response:
@@ -143,6 +221,17 @@ def create_app(pool: BackendPool, verifier: TokenVerifier, *, max_request_bytes:
         app.add_api_route(f"/v2/models/{{model}}/versions/{{version}}{suffix}", handler, methods=methods)
 
     return app
+
+
+def _pack(status: int, headers: dict[str, str], body: bytes) -> bytes:
+    """A cached HTTP reply: a JSON line (status, headers), then the body."""
+    return json.dumps({"status": status, "headers": headers}, separators=(",", ":")).encode() + b"\n" + body
+
+
+def _unpack(value: bytes) -> tuple[int, dict[str, str], bytes]:
+    meta, _, body = value.partition(b"\n")
+    parsed = json.loads(meta)
+    return int(parsed["status"]), dict(parsed["headers"]), body
 
 
 class _EmbeddedServer(uvicorn.Server):

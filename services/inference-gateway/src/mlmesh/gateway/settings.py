@@ -2,7 +2,7 @@
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mlmesh.common.settings import ServiceSettings
@@ -32,6 +32,13 @@ class GatewaySettings(ServiceSettings):
     health_failures_unhealthy: int = Field(default=2, ge=1, description="failed ServerReady checks in a row")
     retry_ratio: float = Field(default=0.1, ge=0)
     retry_min_per_s: float = Field(default=10.0, ge=0)
+    # Result cache and rate limits (valkey / Redis; optional: without it nothing is cached or limited).
+    valkey_url: SecretStr | None = Field(default=None, description="redis://host:6379/0; may hold a password")
+    valkey_password: SecretStr | None = Field(default=None, description="never logged")
+    valkey_timeout_s: float = Field(default=0.05, gt=0, description="socket timeout of each valkey call")
+    cache_ttl_s: float = Field(default=60.0, ge=0, description="0 disables the result cache")
+    rate_limit_per_s: float = Field(default=0.0, ge=0, description="per team; 0 disables the limit")
+    rate_limit_burst: int = Field(default=0, ge=0, description="bucket size; 0 = one second's worth (at least 1)")
 
     @model_validator(mode="after")
     def _paired_backends(self):
