@@ -1,0 +1,177 @@
+"""Inference latency and throughput through the gateway against Triton directly, same model, same
+run: a real tritonserver (python backend, a small FP32 vector doubled), the gateway as its own
+`python -m mlmesh.gateway` process, tritonclient.grpc.aio as the client. For each concurrency the
+two paths alternate (direct, gateway, direct, gateway) so machine drift hits both alike.
+
+    python benchmarks/bench_gateway.py [--requests 600] [--concurrency 1 16 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import RESULTS, machine
+
+from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
+from mlmesh.local.process import ManagedProcess
+from mlmesh.local.servers import NatsServer, TritonServer
+
+MODEL = "double"
+TEAM = "bench"
+
+CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [{{ name: "X", data_type: TYPE_FP32, dims: [ -1 ] }}]
+output [{{ name: "Y", data_type: TYPE_FP32, dims: [ -1 ] }}]
+instance_group [{{ kind: KIND_CPU, count: 2 }}]
+"""
+MODEL_PY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
+        return out
+"""
+
+
+def write_model(repo: Path, name: str) -> None:
+    (repo / name / "1").mkdir(parents=True, exist_ok=True)
+    (repo / name / "config.pbtxt").write_text(textwrap.dedent(CONFIG.format(name=name)))
+    (repo / name / "1" / "model.py").write_text(textwrap.dedent(MODEL_PY))
+
+
+async def one_level(url: str, model: str, headers: dict, concurrency: int, requests: int) -> dict:
+    client = grpcclient.InferenceServerClient(url)
+    x = np.arange(16, dtype=np.float32)
+    latencies: list[float] = []
+
+    async def worker(n: int) -> None:
+        inp = grpcclient.InferInput("X", [16], "FP32")
+        inp.set_data_from_numpy(x)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            result = await client.infer(model, [inp], headers=headers, client_timeout=10)
+            latencies.append(time.perf_counter() - t0)
+            assert result.as_numpy("Y")[1] == 2.0
+
+    for _ in range(min(20, requests)):  # warm-up
+        await worker(1)
+    latencies.clear()
+    per = max(1, requests // concurrency)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(per) for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    await client.close()
+    ordered = sorted(latencies)
+    return {
+        "n": len(ordered),
+        "p50_us": statistics.median(ordered) * 1e6,
+        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6,
+        "rps": len(ordered) / wall,
+    }
+
+
+def start_gateway(tmp: Path, nats: NatsServer, triton: TritonServer) -> tuple[ManagedProcess, str, str]:
+    private, public = generate_signing_key()
+    write_secret(tmp / "public.pem", public)
+    token = mint_token(private, subject="bench", team=TEAM, roles=["developer"])
+    ready = tmp / "gateway.ready"
+    p = "MLMESH_GATEWAY_"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
+    env.update(
+        {
+            p + "NATS_URL": nats.url,
+            p + "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
+            p + "READY_FILE": str(ready),
+            p + "METRICS_PORT": "-1",
+            p + "HTTP_PORT": "0",
+            p + "LOG_LEVEL": "WARNING",
+            p + "TRITON_GRPC_URLS": triton.grpc_url,
+            p + "TRITON_HTTP_URLS": triton.http_url,
+        }
+    )
+    proc = ManagedProcess("gateway", [sys.executable, "-m", "mlmesh.gateway"], log_path=tmp / "gateway.log", env=env)
+    proc.start()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if not proc.alive() or time.monotonic() > deadline:
+            raise SystemExit(f"gateway did not start:\n{proc.log_tail()}")
+        time.sleep(0.05)
+    return proc, f"127.0.0.1:{json.loads(ready.read_text())['grpc_port']}", token
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=600)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="mlmesh-bench-gw-"))
+    nats, triton = NatsServer(tmp / "nats"), TritonServer(tmp / "triton")
+    nats.start()
+    triton.start()
+    gateway = None
+    try:
+        write_model(triton.model_repository, f"{TEAM}--{MODEL}")
+        import tritonclient.grpc as sync_client
+
+        sync_client.InferenceServerClient(triton.grpc_url).load_model(f"{TEAM}--{MODEL}")
+        gateway, gw_url, token = start_gateway(tmp, nats, triton)
+        paths = {
+            "direct": (triton.grpc_url, f"{TEAM}--{MODEL}", {}),
+            "gateway": (gw_url, MODEL, {"authorization": f"Bearer {token}"}),
+        }
+        rows = []
+        for c in args.concurrency:
+            runs: dict[str, list[dict]] = {"direct": [], "gateway": []}
+            for _ in range(2):
+                for name, (url, model, headers) in paths.items():
+                    runs[name].append(asyncio.run(one_level(url, model, headers, c, args.requests)))
+            row = {"concurrency": c}
+            for name, results in runs.items():
+                row[name] = {k: statistics.median(r[k] for r in results) for k in ("p50_us", "p99_us", "rps")}
+            row["p50_ratio"] = row["gateway"]["p50_us"] / row["direct"]["p50_us"]
+            row["rps_ratio"] = row["gateway"]["rps"] / row["direct"]["rps"]
+            rows.append(row)
+        print(f"\ngateway vs direct Triton, gRPC ({machine()})")
+        print(
+            f"{'conc':>5}{'direct p50':>12}{'gw p50':>10}{'x':>6}{'direct p99':>12}{'gw p99':>10}"
+            f"{'direct rps':>12}{'gw rps':>10}{'x':>6}"
+        )
+        for r in rows:
+            d, g = r["direct"], r["gateway"]
+            print(
+                f"{r['concurrency']:>5}{d['p50_us']:>12.0f}{g['p50_us']:>10.0f}{r['p50_ratio']:>6.2f}"
+                f"{d['p99_us']:>12.0f}{g['p99_us']:>10.0f}{d['rps']:>12.0f}{g['rps']:>10.0f}{r['rps_ratio']:>6.2f}"
+            )
+        RESULTS.mkdir(exist_ok=True)
+        out = {"benchmark": "gateway", "machine": machine(), "when": time.strftime("%Y-%m-%d"), "rows": rows}
+        (RESULTS / "gateway.json").write_text(json.dumps(out, indent=2))
+    finally:
+        if gateway is not None:
+            gateway.stop(grace=10)
+        triton.stop()
+        nats.stop()
+
+
+if __name__ == "__main__":
+    main()
