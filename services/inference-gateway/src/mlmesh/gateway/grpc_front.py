@@ -126,15 +126,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             reply.model_name = call.model
             return reply
         key = cache_key(call.team, call.model, version, grpc_request_digest(request))
-        value = await cached.cache.get(key)
-        if value is not None:
-            reply = service_pb2.ModelInferResponse.FromString(value)
-            reply.id = request.id
-            return reply
-        # Forwarded with the concrete version, so what is stored is what the key names.
-        forwarded = _forwarded(request, call.triton, version)
 
         async def fetch() -> service_pb2.ModelInferResponse:
+            # The lookup is inside the flight too: a caller that joins no flight looks up after
+            # the last flight stored its reply.
+            value = await cached.cache.get(key)
+            if value is not None:
+                return service_pb2.ModelInferResponse.FromString(value)
+            # Forwarded with the concrete version, so what is stored is what the key names.
+            forwarded = _forwarded(request, call.triton, version)
             reply = await self._pool.grpc("ModelInfer", forwarded, timeout)
             reply.model_name = call.model
             reply.id = ""

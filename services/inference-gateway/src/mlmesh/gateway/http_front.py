@@ -174,23 +174,24 @@ def create_app(
             content, reply_headers = rename_in_reply(reply, triton, model)
             return Response(content=content, status_code=reply.status, headers=reply_headers)
         key = cache_key(identity.team, model, concrete, keyed.digest)
-        value = await cached.cache.get(key)
-        if value is not None:
-            status, stored_headers, content = _unpack(value)
-        else:
-            # Forwarded with the concrete version, so what is stored is what the key names.
-            path = f"/v2/models/{triton}/versions/{concrete}/infer"
+        # Forwarded with the concrete version, so what is stored is what the key names.
+        path = f"/v2/models/{triton}/versions/{concrete}/infer"
 
-            async def fetch() -> tuple[int, dict[str, str], bytes]:
-                reply = await pool.http("POST", path, headers, body, timeout_s)
-                content, reply_headers = rename_in_reply(reply, triton, model)
-                if keyed.request_id is not None:
-                    content, reply_headers = without_request_id(content, reply_headers)
-                if reply.status == 200:  # only successes are cached
-                    await cached.cache.set(key, _pack(reply.status, reply_headers, content))
-                return reply.status, reply_headers, content
+        async def fetch() -> tuple[int, dict[str, str], bytes]:
+            # The lookup is inside the flight too: a caller that joins no flight looks up after
+            # the last flight stored its reply.
+            value = await cached.cache.get(key)
+            if value is not None:
+                return _unpack(value)
+            reply = await pool.http("POST", path, headers, body, timeout_s)
+            content, reply_headers = rename_in_reply(reply, triton, model)
+            if keyed.request_id is not None:
+                content, reply_headers = without_request_id(content, reply_headers)
+            if reply.status == 200:  # only successes are cached
+                await cached.cache.set(key, _pack(reply.status, reply_headers, content))
+            return reply.status, reply_headers, content
 
-            status, stored_headers, content = await cached.flight.do(("http", key), fetch)
+        status, stored_headers, content = await cached.flight.do(("http", key), fetch)
         content, reply_headers = with_request_id(content, stored_headers, keyed.request_id)
         return Response(content=content, status_code=status, headers=reply_headers)
 

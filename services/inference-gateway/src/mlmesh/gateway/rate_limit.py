@@ -1,0 +1,71 @@
+"""Per-team rate limits: a token bucket per team in valkey, taken atomically by one Lua script.
+
+Keys are `mlmesh:rl:{team}`. With valkey unreachable the limiter allows (fails open): a cache
+outage must not become an inference outage.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from mlmesh.common.errors import QuotaExceeded
+from mlmesh.gateway.cache import GuardedValkey, Unreachable
+
+RATE_LIMITED = Counter("mlmesh_gateway_rate_limited_total", "Requests refused by a team's rate limit", ["team"])
+
+# KEYS[1] bucket; ARGV[1] rate (tokens/s), ARGV[2] burst. The server's clock, so every gateway
+# replica agrees. Returns 1 when a token was taken.
+TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate)
+end
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return allowed
+"""
+
+
+def rate_key(team: str) -> str:
+    return f"mlmesh:rl:{team}"
+
+
+class RateLimiter:
+    def __init__(self, store: GuardedValkey | None, rate_per_s: float, burst: int):
+        self.store = store
+        self.rate_per_s = rate_per_s
+        self.burst = burst if burst > 0 else max(1, int(rate_per_s))
+        self._script = store.client.register_script(TOKEN_BUCKET) if store is not None else None
+
+    @property
+    def active(self) -> bool:
+        return self._script is not None and self.rate_per_s > 0
+
+    async def check(self, team: str) -> None:
+        """Take a token of `team`'s bucket; QuotaExceeded when it is empty."""
+        if not self.active:
+            return
+        script = self._script
+        args = [repr(float(self.rate_per_s)), str(self.burst)]
+        try:
+            allowed = await self.store.call("rate_limit", lambda c: script(keys=[rate_key(team)], args=args))
+        except Unreachable:
+            return  # fail open
+        if int(allowed) != 1:
+            RATE_LIMITED.labels(team).inc()
+            raise QuotaExceeded(f"rate limit of {self.rate_per_s:g} requests/s exceeded for team {team}")
