@@ -157,6 +157,7 @@ def _service_env(
                 f"{p}HTTP_PORT": "0",
                 f"{p}TRITON_GRPC_URLS": infra.triton.grpc_url,
                 f"{p}TRITON_HTTP_URLS": infra.triton.http_url,
+                f"{p}VALKEY_URL": infra.valkey.url,  # carries the password: env only, never argv
             }
         )
     for name in svc.needs:
