@@ -91,7 +91,9 @@ async def one_level(url: str, model: str, headers: dict, concurrency: int, reque
     }
 
 
-def start_gateway(tmp: Path, nats: NatsServer, triton: TritonServer) -> tuple[ManagedProcess, str, str]:
+def start_gateway(
+    tmp: Path, nats: NatsServer, triton: TritonServer, extra_env: dict | None = None
+) -> tuple[ManagedProcess, str, str]:
     private, public = generate_signing_key()
     write_secret(tmp / "public.pem", public)
     token = mint_token(private, subject="bench", team=TEAM, roles=["developer"])
@@ -108,6 +110,7 @@ def start_gateway(tmp: Path, nats: NatsServer, triton: TritonServer) -> tuple[Ma
             p + "LOG_LEVEL": "WARNING",
             p + "TRITON_GRPC_URLS": triton.grpc_url,
             p + "TRITON_HTTP_URLS": triton.http_url,
+            **{p + k: v for k, v in (extra_env or {}).items()},
         }
     )
     proc = ManagedProcess("gateway", [sys.executable, "-m", "mlmesh.gateway"], log_path=tmp / "gateway.log", env=env)
@@ -120,11 +123,75 @@ def start_gateway(tmp: Path, nats: NatsServer, triton: TritonServer) -> tuple[Ma
     return proc, f"127.0.0.1:{json.loads(ready.read_text())['grpc_port']}", token
 
 
+async def valkey_gets(url: str, requests: int) -> dict:
+    """The baseline: a raw GET round trip to the same valkey, with an async client as the gateway uses."""
+    import valkey.asyncio as avalkey
+
+    client = avalkey.from_url(url)
+    await client.set("mlmesh:bench:key", b"x" * 256)
+    latencies = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        await client.get("mlmesh:bench:key")
+        latencies.append(time.perf_counter() - t0)
+    await client.aclose()
+    ordered = sorted(latencies)
+    return {
+        "n": len(ordered),
+        "p50_us": statistics.median(ordered) * 1e6,
+        "p99_us": ordered[int(len(ordered) * 0.99)] * 1e6,
+    }
+
+
+def cache_hits(requests: int) -> None:
+    """Concurrency 1: an identical request through the gateway (a cache hit after the first) against
+    a raw valkey GET, alternating twice."""
+    from mlmesh.local.servers import ValkeyServer
+
+    tmp = Path(tempfile.mkdtemp(prefix="mlmesh-bench-gwc-"))
+    nats, triton, vk = NatsServer(tmp / "nats"), TritonServer(tmp / "triton"), ValkeyServer(tmp / "valkey")
+    for server in (nats, triton, vk):
+        server.start()
+    gateway = None
+    try:
+        write_model(triton.model_repository, f"{TEAM}--{MODEL}")
+        import tritonclient.grpc as sync_client
+
+        sync_client.InferenceServerClient(triton.grpc_url).load_model(f"{TEAM}--{MODEL}")
+        gateway, gw_url, token = start_gateway(tmp, nats, triton, {"VALKEY_URL": vk.url, "CACHE_TTL_S": "600"})
+        headers = {"authorization": f"Bearer {token}"}
+        runs: dict[str, list[dict]] = {"valkey GET": [], "gateway cache hit": []}
+        for _ in range(2):
+            runs["valkey GET"].append(asyncio.run(valkey_gets(vk.url, requests)))
+            runs["gateway cache hit"].append(asyncio.run(one_level(gw_url, MODEL, headers, 1, requests)))
+        rows = [
+            {"case": name, **{k: statistics.median(r[k] for r in results) for k in ("p50_us", "p99_us")}}
+            for name, results in runs.items()
+        ]
+        base = rows[0]["p50_us"]
+        print(f"\ncache hit vs raw valkey GET, concurrency 1 ({machine()})")
+        for r in rows:
+            r["p50_ratio"] = r["p50_us"] / base
+            print(f"{r['case']:<22}{r['p50_us']:>10.0f} µs p50{r['p99_us']:>10.0f} µs p99{r['p50_ratio']:>7.2f}x")
+        RESULTS.mkdir(exist_ok=True)
+        out = {"benchmark": "gateway_cache", "machine": machine(), "when": time.strftime("%Y-%m-%d"), "rows": rows}
+        (RESULTS / "gateway_cache.json").write_text(json.dumps(out, indent=2))
+    finally:
+        if gateway is not None:
+            gateway.stop(grace=10)
+        for server in (vk, triton, nats):
+            server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--cache", action="store_true", help="cache-hit latency against a raw valkey GET")
     args = ap.parse_args()
+    if args.cache:
+        cache_hits(args.requests)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="mlmesh-bench-gw-"))
     nats, triton = NatsServer(tmp / "nats"), TritonServer(tmp / "triton")
     nats.start()
