@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -30,6 +30,10 @@ log = logging.getLogger("mlmesh.gateway.backends")
 MAX_ATTEMPTS = 3
 HEALTH_TIMEOUT_S = 1.0
 NO_BACKEND = "no inference backend is available"
+
+
+class _Unreachable(Exception):
+    """The backend could not be reached: the call did not run there, so another may take it."""
 
 
 class BackendError(Exception):
@@ -187,9 +191,10 @@ class BackendPool:
         await asyncio.sleep(pause)
         return True
 
-    async def grpc(self, method: str, request, timeout: float):
-        """Call `method` of GRPCInferenceService on a backend; Triton's own errors come back as
-        `BackendError`, an unreachable pool as `Unavailable`."""
+    async def _call(self, timeout: float, once: Callable[[TritonBackend, float], Awaitable]):
+        """Run `once(backend, remaining_s)` on a backend picked by least outstanding requests,
+        moving to another when it raises `_Unreachable`, within the deadline and the retry budget.
+        `once` settles the breaker for every other outcome."""
         deadline = self._clock() + timeout
         self._budget.deposit()
         tried: set[TritonBackend] = set()
@@ -200,15 +205,27 @@ class BackendPool:
             tried.add(backend)
             backend.outstanding += 1
             try:
-                reply = await getattr(backend.stub, method)(request, timeout=self._remaining(deadline))
+                return await once(backend, self._remaining(deadline))
+            except _Unreachable:
+                backend.breaker.record_failure()
+                log.info("backend unreachable", extra={"backend": backend.grpc_url, "attempt": attempt})
+                if await self._retry_pause(attempt, deadline):
+                    continue
+                raise Unavailable(NO_BACKEND) from None
+            finally:
+                backend.outstanding -= 1
+
+    async def grpc(self, method: str, request, timeout: float):
+        """Call `method` of GRPCInferenceService on a backend; Triton's own errors come back as
+        `BackendError`, an unreachable pool as `Unavailable`."""
+
+        async def once(backend: TritonBackend, remaining: float):
+            try:
+                reply = await getattr(backend.stub, method)(request, timeout=remaining)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code is grpc.StatusCode.UNAVAILABLE:
-                    backend.breaker.record_failure()
-                    log.info("backend unavailable", extra={"backend": backend.grpc_url, "attempt": attempt})
-                    if await self._retry_pause(attempt, deadline):
-                        continue
-                    raise Unavailable(NO_BACKEND) from None
+                    raise _Unreachable from None
                 if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                     backend.breaker.release()
                     raise DeadlineExceeded("the backend did not answer within the deadline") from None
@@ -217,39 +234,26 @@ class BackendPool:
             except BaseException:
                 backend.breaker.release()
                 raise
-            else:
-                backend.breaker.record_success()
-                return reply
-            finally:
-                backend.outstanding -= 1
+            backend.breaker.record_success()
+            return reply
+
+        return await self._call(timeout, once)
 
     async def http(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes | None, timeout: float
     ) -> HttpResponse:
         """Forward an HTTP request to a backend's HTTP port; Triton's answer comes back whatever
         its status, an unreachable pool as `Unavailable`."""
-        deadline = self._clock() + timeout
-        self._budget.deposit()
-        tried: set[TritonBackend] = set()
-        attempt = 0
-        while True:
-            attempt += 1
-            backend = self._acquire(tried)
-            tried.add(backend)
-            backend.outstanding += 1
+
+        async def once(backend: TritonBackend, remaining: float) -> HttpResponse:
             try:
-                client_timeout = aiohttp.ClientTimeout(total=self._remaining(deadline))
+                client_timeout = aiohttp.ClientTimeout(total=remaining)
                 async with backend.session.request(
                     method, backend.http_url + path, headers=dict(headers), data=body, timeout=client_timeout
                 ) as response:
-                    payload = await response.read()
-                    result = HttpResponse(response.status, dict(response.headers), payload)
+                    result = HttpResponse(response.status, dict(response.headers), await response.read())
             except aiohttp.ClientConnectorError:
-                backend.breaker.record_failure()
-                log.info("backend unreachable", extra={"backend": backend.http_url, "attempt": attempt})
-                if await self._retry_pause(attempt, deadline):
-                    continue
-                raise Unavailable(NO_BACKEND) from None
+                raise _Unreachable from None
             except TimeoutError:
                 backend.breaker.release()
                 raise DeadlineExceeded("the backend did not answer within the deadline") from None
@@ -261,11 +265,10 @@ class BackendPool:
             except BaseException:
                 backend.breaker.release()
                 raise
+            if result.status == 503:
+                backend.breaker.record_failure()
             else:
-                if result.status == 503:
-                    backend.breaker.record_failure()
-                else:
-                    backend.breaker.record_success()
-                return result
-            finally:
-                backend.outstanding -= 1
+                backend.breaker.record_success()
+            return result
+
+        return await self._call(timeout, once)
