@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine
 
 from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
-from mlmesh.local.process import ManagedProcess
+from mlmesh.local.process import ManagedProcess, start_service
 from mlmesh.local.servers import NatsServer, TritonServer
 
 MODEL = "double"
@@ -97,30 +96,18 @@ def start_gateway(
     private, public = generate_signing_key()
     write_secret(tmp / "public.pem", public)
     token = mint_token(private, subject="bench", team=TEAM, roles=["developer"])
-    ready = tmp / "gateway.ready"
-    p = "MLMESH_GATEWAY_"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
-    env.update(
-        {
-            p + "NATS_URL": nats.url,
-            p + "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
-            p + "READY_FILE": str(ready),
-            p + "METRICS_PORT": "-1",
-            p + "HTTP_PORT": "0",
-            p + "LOG_LEVEL": "WARNING",
-            p + "TRITON_GRPC_URLS": triton.grpc_url,
-            p + "TRITON_HTTP_URLS": triton.http_url,
-            **{p + k: v for k, v in (extra_env or {}).items()},
-        }
-    )
-    proc = ManagedProcess("gateway", [sys.executable, "-m", "mlmesh.gateway"], log_path=tmp / "gateway.log", env=env)
-    proc.start()
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if not proc.alive() or time.monotonic() > deadline:
-            raise SystemExit(f"gateway did not start:\n{proc.log_tail()}")
-        time.sleep(0.05)
-    return proc, f"127.0.0.1:{json.loads(ready.read_text())['grpc_port']}", token
+    settings = {
+        "NATS_URL": nats.url,
+        "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
+        "METRICS_PORT": "-1",
+        "HTTP_PORT": "0",
+        "LOG_LEVEL": "WARNING",
+        "TRITON_GRPC_URLS": triton.grpc_url,
+        "TRITON_HTTP_URLS": triton.http_url,
+        **(extra_env or {}),
+    }
+    proc, info = start_service("gateway", settings, tmp, prefix="MLMESH_GATEWAY_", timeout=60)
+    return proc, f"127.0.0.1:{info['grpc_port']}", token
 
 
 async def valkey_gets(url: str, requests: int) -> dict:

@@ -3,10 +3,7 @@ front of a real tritonserver (python backend) holding `team-a--double`."""
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -17,7 +14,7 @@ import pytest
 import tritonclient.http as triton_http
 
 from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
-from mlmesh.local.process import ManagedProcess
+from mlmesh.local.process import ManagedProcess, start_service
 from mlmesh.local.servers import NatsServer, TritonServer, ValkeyServer
 
 TRITON_MODEL = "team-a--double"
@@ -100,34 +97,17 @@ def _dead_port() -> int:
 def _start_gateway(tmp: Path, nats: NatsServer, extra: dict[str, str]) -> Iterator[Gateway]:
     private, public = generate_signing_key()
     write_secret(tmp / "public.pem", public)
-    ready = tmp / "gateway.ready"
-    p = "MLMESH_GATEWAY_"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
-    env.update(
-        {
-            p + "NATS_URL": nats.url,
-            p + "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
-            p + "READY_FILE": str(ready),
-            p + "METRICS_PORT": "-1",
-            p + "HTTP_PORT": "0",
-            p + "SHUTDOWN_GRACE_S": "2",
-            **{p + k: v for k, v in extra.items()},
-        }
-    )
-    log_path = tmp / "gateway.log"
-    proc = ManagedProcess("gateway", [sys.executable, "-m", "mlmesh.gateway"], log_path=log_path, env=env)
-    proc.start()
+    settings = {
+        "NATS_URL": nats.url,
+        "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
+        "METRICS_PORT": "-1",
+        "HTTP_PORT": "0",
+        "SHUTDOWN_GRACE_S": "2",
+        **extra,
+    }
+    proc, info = start_service("gateway", settings, tmp, prefix="MLMESH_GATEWAY_", timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.alive(), proc.log_tail()
-            assert time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.05)
-        grpc_port = json.loads(ready.read_text())["grpc_port"]
-        # The HTTP front binds port 0 and logs the port it got (before the ready file is written).
-        http_port = next(
-            json.loads(line)["http_port"] for line in log_path.read_text().splitlines() if '"http_port"' in line
-        )
+        grpc_port, http_port = info["grpc_port"], info["http_port"]
         yield Gateway(
             grpc_address=f"127.0.0.1:{grpc_port}",
             http_address=f"127.0.0.1:{http_port}",

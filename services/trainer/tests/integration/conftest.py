@@ -4,9 +4,7 @@ on a real nats-server; workers are real DeepSpeed + peft processes (CPU, gloo, 2
 from __future__ import annotations
 
 import json
-import os
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.trainer.v1 import run_pb2, trainer_service_pb2_grpc
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
 from mlmesh.common.auth import generate_signing_key, mint_service_token, mint_token, write_secret
-from mlmesh.local.process import ManagedProcess
+from mlmesh.local.process import ManagedProcess, start_service
 from mlmesh.local.servers import NatsServer
 
 TERMINAL = {run_pb2.RUN_STATE_SUCCEEDED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_STOPPED}
@@ -114,28 +112,15 @@ class Services:
 
     def _start(self, name: str, extra: dict[str, str], *, module: str = "", args: tuple[str, ...] = ()) -> str:
         """Start `python -m mlmesh.<module or name> *args` with MLMESH_<NAME>_* settings; its address."""
-        p = f"MLMESH_{name.upper()}_"
-        ready = self.tmp / f"{name}.ready"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
-        env.update(
-            {
-                p + "NATS_URL": self.nats.url,
-                p + "AUTH_PUBLIC_KEY_FILE": str(self.tmp / "public.pem"),
-                p + "READY_FILE": str(ready),
-                p + "METRICS_PORT": "-1",
-                **{p + k: v for k, v in extra.items()},
-            }
-        )
-        argv = [sys.executable, "-m", f"mlmesh.{module or name}", *args]
-        proc = ManagedProcess(name, argv, log_path=self.tmp / f"{name}.log", env=env)
-        proc.start()
+        settings = {
+            "NATS_URL": self.nats.url,
+            "AUTH_PUBLIC_KEY_FILE": str(self.tmp / "public.pem"),
+            "METRICS_PORT": "-1",
+            **extra,
+        }
+        proc, info = start_service(name, settings, self.tmp, module=module, args=args)
         self.procs.append(proc)
-        deadline = time.monotonic() + 90
-        while not ready.exists():
-            assert proc.alive(), proc.log_tail()
-            assert time.monotonic() < deadline, f"{name} did not start"
-            time.sleep(0.05)
-        return f"127.0.0.1:{json.loads(ready.read_text())['grpc_port']}"
+        return f"127.0.0.1:{info['grpc_port']}"
 
     def md(self, token: str | None = None):
         return (("authorization", f"Bearer {token or self.scheduler_token}"),)

@@ -240,3 +240,35 @@ def _failure(message: str, proc: ManagedProcess | None) -> InfraError:
     if last:
         message += f"; last log line: {last[:300]}"
     return InfraError(f"{message} (see {proc.log_path})", details=tail)
+
+
+def start_service(
+    name: str,
+    settings: dict[str, str],
+    state_dir: Path,
+    *,
+    module: str = "",
+    prefix: str = "",
+    args: tuple[str, ...] = (),
+    timeout: float = 90.0,
+) -> tuple[ManagedProcess, dict]:
+    """Start `python -m mlmesh.<module or name> *args` with `settings` as MLMESH_<NAME>_* variables
+    (plus a ready file and its log in `state_dir`), and wait until it reports its ports. Returns the
+    process and the ready file's contents (grpc_port and whatever else the service adds). Tests and
+    benchmarks start single services this way; `mlmesh up` composes the whole mesh itself."""
+    import json
+
+    p = prefix or f"MLMESH_{name.upper().replace('-', '_')}_"
+    ready = state_dir / f"{name}.ready"
+    ready.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
+    env.update({p + "READY_FILE": str(ready), **{p + k: v for k, v in settings.items()}})
+    argv = [sys.executable, "-m", f"mlmesh.{module or name}", *args]
+    proc = ManagedProcess(name, argv, log_path=state_dir / f"{name}.log", env=env)
+    proc.start()
+    try:
+        wait_until(ready.is_file, timeout=timeout, what=f"{name} to start", proc=proc, interval=0.05)
+        return proc, json.loads(ready.read_text())
+    except BaseException:
+        proc.stop(grace=5)
+        raise
