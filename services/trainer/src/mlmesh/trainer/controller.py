@@ -90,10 +90,10 @@ class RunController:
         they fail as an infrastructure fault, which the scheduler retries from the checkpoint."""
         for key in await self.repo.keys():
             with contextlib.suppress(NotFound):
-                current = (await self.repo.get(key)).value
-                if current.state in runs.ACTIVE and key not in self.active:
-                    orphan = ActiveRun(self, current, resume="")
-                    orphan.revision = (await self.repo.get(key)).revision
+                current = await self.repo.get(key)
+                if current.value.state in runs.ACTIVE and key not in self.active:
+                    orphan = ActiveRun(self, current.value, resume="")
+                    orphan.revision = current.revision
                     await orphan.move(
                         R.RUN_STATE_FAILED,
                         "TrainerRestarted",
