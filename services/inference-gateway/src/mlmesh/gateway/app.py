@@ -20,6 +20,7 @@ from mlmesh.gateway.domain.breaker import CircuitBreaker
 from mlmesh.gateway.domain.retry_budget import RetryBudget
 from mlmesh.gateway.http_front import HttpFront, create_app
 from mlmesh.gateway.rate_limit import RateLimiter
+from mlmesh.gateway.routing import Router
 from mlmesh.gateway.settings import GatewaySettings
 from mlmesh.gateway.versions import VersionResolver
 
@@ -70,8 +71,13 @@ async def register(runtime: Runtime) -> Iterable[str]:
         extra={"cache": cached.cache.active, "cache_ttl_s": settings.cache_ttl_s, "rate_limit": cached.limiter.active},
     )
 
+    router = Router()
     servicer = grpc_front.InferenceServicer(
-        pool, max_request_bytes=settings.max_request_bytes, default_timeout_s=settings.request_timeout_s, cached=cached
+        pool,
+        max_request_bytes=settings.max_request_bytes,
+        default_timeout_s=settings.request_timeout_s,
+        cached=cached,
+        router=router,
     )
     name = grpc_front.add_to_server(servicer, runtime.server)
 
@@ -81,6 +87,7 @@ async def register(runtime: Runtime) -> Iterable[str]:
         max_request_bytes=settings.max_request_bytes,
         timeout_s=settings.request_timeout_s,
         cached=cached,
+        router=router,
     )
     host = settings.http_host or settings.host
     try:

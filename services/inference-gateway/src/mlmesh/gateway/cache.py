@@ -101,8 +101,15 @@ class ResultCache:
     def active(self) -> bool:
         return self.store is not None and self.default_ttl_s > 0
 
+    def ttl_for(self, deployment_ttl_s: float | None) -> float:
+        """The TTL of a request's reply: its deployment's (0 = not cached), else the default; 0
+        without valkey."""
+        if self.store is None:
+            return 0.0
+        return self.default_ttl_s if deployment_ttl_s is None else deployment_ttl_s
+
     async def get(self, key: str) -> bytes | None:
-        if not self.active:
+        if self.store is None:
             CACHE_REQUESTS.labels("bypass").inc()
             return None
         if not self.store.breaker.allows():
@@ -118,7 +125,7 @@ class ResultCache:
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
         ttl = self.default_ttl_s if ttl_s is None else ttl_s
-        if not self.active or ttl <= 0:
+        if self.store is None or ttl <= 0:
             return False
         try:
             await self.store.call("set", lambda c: c.set(key, value, px=max(1, int(ttl * 1000))))

@@ -9,6 +9,7 @@ from typing import Any
 from mlmesh.gateway.cache import ResultCache
 from mlmesh.gateway.domain.single_flight import SingleFlight
 from mlmesh.gateway.rate_limit import RateLimiter
+from mlmesh.gateway.routing import Route
 from mlmesh.gateway.versions import VersionResolver
 
 
@@ -18,3 +19,11 @@ class Cached:
     limiter: RateLimiter
     versions: VersionResolver
     flight: SingleFlight[Any] = field(default_factory=SingleFlight)
+
+    async def limit(self, route: Route) -> None:
+        """The rate limit of the route's deployment, else of its team."""
+        served = route.deployment
+        if served is not None and served.rate_per_s > 0:
+            await self.limiter.check(route.team, served.name, served.rate_per_s, served.rate_burst)
+        else:
+            await self.limiter.check(route.team)

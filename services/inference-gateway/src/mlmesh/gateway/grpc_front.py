@@ -14,7 +14,7 @@ from mlmesh.common.errors import TooLarge
 from mlmesh.gateway.backends import BackendError, BackendPool
 from mlmesh.gateway.cached import Cached
 from mlmesh.gateway.domain.cache_key import cache_key, grpc_request_digest
-from mlmesh.gateway.domain.naming import check_version, triton_name
+from mlmesh.gateway.routing import Route, Router
 
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SERVICE_NAME = SERVICE.full_name
@@ -29,14 +29,29 @@ SUPPORTED = {
 }
 
 
-class _Call:
-    """One model call: the caller's and Triton's names, to rewrite requests, replies and errors."""
+def metadata_reader(context: grpc.aio.ServicerContext):
+    """A lookup of the call's metadata by (lowercase) name, for sticky canaries."""
 
-    def __init__(self, model: str, version: str):
+    def read(name: str) -> str | None:
+        wanted = name.lower()
+        for key, value in context.invocation_metadata() or ():
+            if key == wanted:
+                return value if isinstance(value, str) else None
+        return None
+
+    return read
+
+
+class _Call:
+    """One model call: its route, and the caller's and Triton's names, to rewrite requests, replies
+    and errors."""
+
+    def __init__(self, router: Router, model: str, version: str, context: grpc.aio.ServicerContext):
         self.model = model
-        check_version(model, version)
         self.team = current_identity().team
-        self.triton = triton_name(self.team, model)
+        self.route: Route = router.route(self.team, model, version, metadata_reader(context))
+        self.triton = self.route.triton
+        self.version = self.route.version
 
     def error(self, exc: BackendError) -> tuple[grpc.StatusCode, str]:
         return exc.code, exc.message.replace(self.triton, self.model)
@@ -44,9 +59,16 @@ class _Call:
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, pool: BackendPool, *, max_request_bytes: int, default_timeout_s: float, cached: Cached | None = None
+        self,
+        pool: BackendPool,
+        *,
+        max_request_bytes: int,
+        default_timeout_s: float,
+        cached: Cached | None = None,
+        router: Router | None = None,
     ):
         self._pool = pool
+        self._router = router or Router()
         self._cached = cached
         self._max_request_bytes = max_request_bytes
         self._default_timeout_s = default_timeout_s
@@ -72,26 +94,29 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._forward("ServerMetadata", request, context)
 
     async def ModelReady(self, request, context):
-        call = _Call(request.name, request.version)
+        call = _Call(self._router, request.name, request.version, context)
         forwarded = service_pb2.ModelReadyRequest()
         forwarded.CopyFrom(request)
         forwarded.name = call.triton
+        forwarded.version = call.version
         return await self._forward("ModelReady", forwarded, context, call)
 
     async def ModelMetadata(self, request, context):
-        call = _Call(request.name, request.version)
+        call = _Call(self._router, request.name, request.version, context)
         forwarded = service_pb2.ModelMetadataRequest()
         forwarded.CopyFrom(request)
         forwarded.name = call.triton
+        forwarded.version = call.version
         reply = await self._forward("ModelMetadata", forwarded, context, call)
         reply.name = call.model
         return reply
 
     async def ModelConfig(self, request, context):
-        call = _Call(request.name, request.version)
+        call = _Call(self._router, request.name, request.version, context)
         forwarded = service_pb2.ModelConfigRequest()
         forwarded.CopyFrom(request)
         forwarded.name = call.triton
+        forwarded.version = call.version
         reply = await self._forward("ModelConfig", forwarded, context, call)
         reply.config.name = call.model
         return reply
@@ -100,28 +125,33 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         size = request.ByteSize()
         if size > self._max_request_bytes:
             raise TooLarge(f"request of {size} bytes exceeds the limit of {self._max_request_bytes} bytes")
-        call = _Call(request.model_name, request.model_version)
+        call = _Call(self._router, request.model_name, request.model_version, context)
         cached = self._cached
-        if cached is not None:
-            await cached.limiter.check(call.team)
-            if cached.cache.active:
-                return await self._cached_infer(request, context, call, cached)
-        # The request is forwarded as is; only its model name changes (restored on the way out of
-        # this handler, since grpc owns the object).
-        request.model_name = call.triton
-        try:
-            reply = await self._forward("ModelInfer", request, context, call)
-        finally:
-            request.model_name = call.model
-        reply.model_name = call.model
-        return reply
+        with self._router.track(call.route):
+            if cached is not None:
+                await cached.limit(call.route)
+                ttl = cached.cache.ttl_for(call.route.cache_ttl_s)
+                if ttl > 0:
+                    return await self._cached_infer(request, context, call, cached, ttl)
+            # The request is forwarded as is; only its model name and version change (restored on
+            # the way out of this handler, since grpc owns the object).
+            asked = request.model_version
+            request.model_name, request.model_version = call.triton, call.version
+            try:
+                reply = await self._forward("ModelInfer", request, context, call)
+            finally:
+                request.model_name, request.model_version = call.model, asked
+            reply.model_name = call.model
+            return reply
 
-    async def _cached_infer(self, request: service_pb2.ModelInferRequest, context, call: _Call, cached: Cached):
+    async def _cached_infer(
+        self, request: service_pb2.ModelInferRequest, context, call: _Call, cached: Cached, ttl: float
+    ):
         timeout = self._timeout(context)
-        version = request.model_version or await cached.versions.resolve(call.triton, timeout)
+        version = call.version or await cached.versions.resolve(call.triton, timeout)
         if version is None:  # Triton cannot name the version: uncached, Triton answers
             cached.cache.bypass()
-            forwarded = _forwarded(request, call.triton, request.model_version)
+            forwarded = _forwarded(request, call.triton, call.version)
             reply = await self._forward("ModelInfer", forwarded, context, call)
             reply.model_name = call.model
             return reply
@@ -138,7 +168,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             reply = await self._pool.grpc("ModelInfer", forwarded, timeout)
             reply.model_name = call.model
             reply.id = ""
-            await cached.cache.set(key, reply.SerializeToString())
+            await cached.cache.set(key, reply.SerializeToString(), ttl)
             return reply
 
         try:

@@ -26,7 +26,7 @@ from mlmesh.common.http import bearer_auth, install_error_handlers
 from mlmesh.gateway.backends import BackendPool, HttpResponse
 from mlmesh.gateway.cached import Cached
 from mlmesh.gateway.domain.cache_key import cache_key, http_request_digest
-from mlmesh.gateway.domain.naming import check_version, triton_name
+from mlmesh.gateway.routing import Route, Router
 
 log = logging.getLogger("mlmesh.gateway.http")
 
@@ -115,7 +115,9 @@ def create_app(
     max_request_bytes: int,
     timeout_s: float,
     cached: Cached | None = None,
+    router: Router | None = None,
 ) -> FastAPI:
+    router = router or Router()
     app = FastAPI(title="mlmesh inference gateway (KServe v2)", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
 
@@ -142,12 +144,17 @@ def create_app(
         return b"".join(chunks)
 
     async def forward(request: Request, identity: Identity, model: str, version: str, suffix: str) -> Response:
-        check_version(model, version)
-        triton = triton_name(identity.team, model)
+        route = router.route(identity.team, model, version, request.headers.get)
+        with router.track(route):
+            return await forward_route(request, route, suffix)
+
+    async def forward_route(request: Request, route: Route, suffix: str) -> Response:
+        model, triton, version = route.model, route.triton, route.version
         if suffix == "/infer" and cached is not None:
-            await cached.limiter.check(identity.team)
-            if cached.cache.active:
-                return await cached_infer(request, identity, model, triton, version, cached)
+            await cached.limit(route)
+            ttl = cached.cache.ttl_for(route.cache_ttl_s)
+            if ttl > 0:
+                return await cached_infer(request, route, cached, ttl)
         body = await read_body(request) if request.method == "POST" else None
         path = f"/v2/models/{triton}" + (f"/versions/{version}" if version else "") + suffix
         headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
@@ -155,9 +162,8 @@ def create_app(
         content, reply_headers = rename_in_reply(reply, triton, model)
         return Response(content=content, status_code=reply.status, headers=reply_headers)
 
-    async def cached_infer(
-        request: Request, identity: Identity, model: str, triton: str, version: str, cached: Cached
-    ) -> Response:
+    async def cached_infer(request: Request, route: Route, cached: Cached, ttl: float) -> Response:
+        model, triton, version = route.model, route.triton, route.version
         body = await read_body(request)
         headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
         keyed = http_request_digest(
@@ -173,7 +179,7 @@ def create_app(
             reply = await pool.http("POST", path, headers, body, timeout_s)
             content, reply_headers = rename_in_reply(reply, triton, model)
             return Response(content=content, status_code=reply.status, headers=reply_headers)
-        key = cache_key(identity.team, model, concrete, keyed.digest)
+        key = cache_key(route.team, model, concrete, keyed.digest)
         # Forwarded with the concrete version, so what is stored is what the key names.
         path = f"/v2/models/{triton}/versions/{concrete}/infer"
 
@@ -188,7 +194,7 @@ def create_app(
             if keyed.request_id is not None:
                 content, reply_headers = without_request_id(content, reply_headers)
             if reply.status == 200:  # only successes are cached
-                await cached.cache.set(key, _pack(reply.status, reply_headers, content))
+                await cached.cache.set(key, _pack(reply.status, reply_headers, content), ttl)
             return reply.status, reply_headers, content
 
         status, stored_headers, content = await cached.flight.do(("http", key), fetch)

@@ -41,8 +41,8 @@ return allowed
 """
 
 
-def rate_key(team: str) -> str:
-    return f"mlmesh:rl:{team}"
+def rate_key(team: str, deployment: str = "") -> str:
+    return f"mlmesh:rl:{team}:{deployment}" if deployment else f"mlmesh:rl:{team}"
 
 
 class RateLimiter:
@@ -56,16 +56,24 @@ class RateLimiter:
     def active(self) -> bool:
         return self._script is not None and self.rate_per_s > 0
 
-    async def check(self, team: str) -> None:
-        """Take a token of `team`'s bucket; QuotaExceeded when it is empty."""
-        if not self.active:
+    async def check(self, team: str, deployment: str = "", rate_per_s: float = 0.0, burst: int = 0) -> None:
+        """Take a token of `team`'s bucket, or of its bucket for `deployment` when that deployment
+        sets its own rate; QuotaExceeded when it is empty."""
+        if self._script is None:
+            return
+        if rate_per_s > 0:
+            key, burst = rate_key(team, deployment), burst if burst > 0 else max(1, int(rate_per_s))
+            what = f"deployment {deployment}"
+        elif self.rate_per_s > 0:
+            key, rate_per_s, burst, what = rate_key(team), self.rate_per_s, self.burst, f"team {team}"
+        else:
             return
         script = self._script
-        args = [repr(float(self.rate_per_s)), str(self.burst)]
+        args = [repr(float(rate_per_s)), str(burst)]
         try:
-            allowed = await self.store.call("rate_limit", lambda c: script(keys=[rate_key(team)], args=args))
+            allowed = await self.store.call("rate_limit", lambda c: script(keys=[key], args=args))
         except Unreachable:
             return  # fail open
         if int(allowed) != 1:
             RATE_LIMITED.labels(team).inc()
-            raise QuotaExceeded(f"rate limit of {self.rate_per_s:g} requests/s exceeded for team {team}")
+            raise QuotaExceeded(f"rate limit of {rate_per_s:g} requests/s exceeded for {what}")
