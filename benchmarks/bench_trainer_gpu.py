@@ -44,7 +44,7 @@ def _gpu() -> tuple[str, int]:
 
 
 def _shape_and_params():
-    from mlmesh.trainer.domain.builtin_models import builtin_config
+    from mlmesh.common.builtin_models import builtin_config
     from mlmesh.trainer.domain.model_shapes import shape_from_hf_config
 
     return shape_from_hf_config(builtin_config(MODEL))
@@ -62,7 +62,7 @@ def hand_loop(compiled: bool, steps: int, bf16_base: bool = False) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from mlmesh.trainer.domain.builtin_models import builtin_config
+    from mlmesh.common.builtin_models import builtin_config
 
     torch.manual_seed(0)
     cfg = dict(builtin_config(MODEL))

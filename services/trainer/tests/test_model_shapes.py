@@ -26,7 +26,7 @@ from transformers import (
     RobertaModel,
 )
 
-from mlmesh.trainer.domain import builtin_models
+from mlmesh.common import builtin_models
 from mlmesh.trainer.domain.model_shapes import (
     default_lora_targets,
     lora_parameters,

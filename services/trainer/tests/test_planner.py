@@ -11,9 +11,9 @@ from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
+from mlmesh.common.builtin_models import builtin_config
 from mlmesh.common.errors import InvalidArgument
 from mlmesh.trainer.domain import device_profiles, planner
-from mlmesh.trainer.domain.builtin_models import builtin_config
 from mlmesh.trainer.domain.model_shapes import ModelShape, lora_parameters, shape_from_hf_config
 
 pytestmark = pytest.mark.timeout(60)

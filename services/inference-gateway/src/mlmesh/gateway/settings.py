@@ -1,5 +1,6 @@
 """Gateway settings: `MLMESH_GATEWAY_*` environment variables."""
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
@@ -32,6 +33,14 @@ class GatewaySettings(ServiceSettings):
     health_failures_unhealthy: int = Field(default=2, ge=1, description="failed ServerReady checks in a row")
     retry_ratio: float = Field(default=0.1, ge=0)
     retry_min_per_s: float = Field(default=10.0, ge=0)
+    # Deployments: registry versions written into Triton's model repository and loaded there.
+    storage_address: str | None = Field(default=None, description="host:port of storage (the model registry)")
+    model_repository: Path | None = Field(
+        default=None, description="Triton's --model-repository, shared with every Triton; unset = no deployments"
+    )
+    reconcile_interval_s: float = Field(default=15.0, gt=0, description="how often READY deployments are checked")
+    load_timeout_s: float = Field(default=600.0, gt=0, description="longest Triton load of one deployment")
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="default wait for in-flight requests on undeploy")
     # Result cache and rate limits (valkey / Redis; optional: without it nothing is cached or limited).
     valkey_url: SecretStr | None = Field(default=None, description="redis://host:6379/0; may hold a password")
     valkey_password: SecretStr | None = Field(default=None, description="never logged")

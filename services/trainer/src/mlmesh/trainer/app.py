@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from mlmesh.api.trainer.v1 import run_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 from mlmesh.common.grpc_server import Runtime
 from mlmesh.common.kv import KvRepository
-from mlmesh.trainer.adapters.storage_client import StorageClient
+from mlmesh.common.storage_client import StorageClient
 from mlmesh.trainer.controller import RunController
 from mlmesh.trainer.executors.agents import AgentsExecutor
 from mlmesh.trainer.executors.local import LocalExecutor

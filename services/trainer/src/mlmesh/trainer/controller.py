@@ -23,9 +23,9 @@ from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import AlreadyExists, Conflict, DeadlineExceeded, MlmeshError, NotFound, Unavailable
 from mlmesh.common.events import EventPublisher
 from mlmesh.common.kv import KvRepository
+from mlmesh.common.storage_client import StorageClient
 from mlmesh.trainer import preparation
 from mlmesh.trainer.adapters import metrics
-from mlmesh.trainer.adapters.storage_client import StorageClient
 from mlmesh.trainer.domain import failures, runs
 from mlmesh.trainer.domain.failures import Failure
 from mlmesh.trainer.executors.base import LaunchSpec, RankLaunch, WorkerExit

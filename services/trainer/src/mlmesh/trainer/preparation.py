@@ -14,9 +14,10 @@ from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
+from mlmesh.common import builtin_models
 from mlmesh.common.errors import FailedPrecondition, InvalidArgument
-from mlmesh.trainer.adapters.storage_client import StorageClient
-from mlmesh.trainer.domain import builtin_models, device_profiles
+from mlmesh.common.storage_client import StorageClient
+from mlmesh.trainer.domain import device_profiles
 from mlmesh.trainer.domain.model_shapes import ModelShape, shape_from_hf_config
 from mlmesh.trainer.domain.planner import plan_run
 

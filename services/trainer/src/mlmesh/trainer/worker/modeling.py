@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mlmesh.trainer.domain.builtin_models import builtin_config, minilm_path
+from mlmesh.common.builtin_models import builtin_config, minilm_path
 
 CLASSIFICATION = "text_classification"
 GENERATION = "text_generation"
