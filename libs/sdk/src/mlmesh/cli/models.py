@@ -1,4 +1,5 @@
-"""`mlmesh models register|ls|get|alias`: the model registry (served by the storage service)."""
+"""`mlmesh models register|ls|get|alias`: the model registry (served by the storage service), and
+`deploy|undeploy` (the inference gateway's deployments, in `mlmesh.cli.deployments`)."""
 
 from __future__ import annotations
 
@@ -197,11 +198,22 @@ def list_models(
     task: Annotated[
         str | None, typer.Option("--task", help="Only text-generation|text-classification|embedding.")
     ] = None,
+    deployed: Annotated[
+        bool, typer.Option("--deployed", help="List the deployments serving them (the inference gateway).")
+    ] = False,
     json_output: JsonOpt = False,
     endpoint: EndpointOpt = None,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """List your team's models with their latest version and aliases."""
+    """List your team's models with their latest version and aliases, or with --deployed the
+    deployments serving them."""
+    if deployed:
+        from mlmesh.cli import deployments
+
+        with deployments.gateway(endpoint, timeout) as client:
+            found = deployments.list_deployments(client)
+        deployments.print_deployments(found, json_output)
+        return
     with registry(endpoint, timeout) as client:
         models = _all_models(client, parse_task(task) if task else 0)
     if json_output:
@@ -318,4 +330,7 @@ def set_alias(
 
 
 def register(app: typer.Typer) -> None:
+    from mlmesh.cli import deployments
+
+    deployments.register(models_app)
     app.add_typer(models_app, name="models")

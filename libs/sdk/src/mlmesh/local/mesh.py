@@ -55,7 +55,8 @@ SERVICES = (
     ServiceSpec("storage", "storage"),
     # Storage for datasets, checkpoints and the registry; the fabric for the placed nodes' devices.
     ServiceSpec("trainer", "trainer", needs=("storage", "fabric")),
-    ServiceSpec("inference-gateway", "gateway"),
+    # Storage's registry is what deployments are made from.
+    ServiceSpec("inference-gateway", "gateway", needs=("storage",)),
     ServiceSpec("telemetry", "telemetry"),
     # This host's node agent: it discovers the hardware and registers it with the fabric, which
     # is where the scheduler finds the nodes it places jobs on.
@@ -158,6 +159,8 @@ def _service_env(
                 f"{p}TRITON_GRPC_URLS": infra.triton.grpc_url,
                 f"{p}TRITON_HTTP_URLS": infra.triton.http_url,
                 f"{p}VALKEY_URL": infra.valkey.url,  # carries the password: env only, never argv
+                # Deployments are written where the mesh's Triton reads its models.
+                f"{p}MODEL_REPOSITORY": str(infra.triton.model_repository),
             }
         )
     for name in svc.needs:

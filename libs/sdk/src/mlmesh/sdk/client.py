@@ -251,6 +251,18 @@ def registry_client(endpoint: str | None = None, *, state_dir: str | Path | None
     )
 
 
+def deployment_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
+    """DeploymentService of the inference gateway."""
+    from mlmesh.api.gateway.v1 import deployment_service_pb2_grpc
+
+    return Client(
+        "inference-gateway",
+        deployment_service_pb2_grpc.DeploymentServiceStub,
+        endpoint=endpoint,
+        state_dir=state_dir,
+    )
+
+
 def trainer_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
     from mlmesh.api.trainer.v1 import trainer_service_pb2_grpc
 

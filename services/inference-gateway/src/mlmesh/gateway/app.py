@@ -10,23 +10,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from mlmesh.api.gateway.v1 import deployment_pb2, deployment_service_pb2, deployment_service_pb2_grpc
 from mlmesh.common.grpc_server import Runtime, StartupError
-from mlmesh.common.kv import open_bucket
+from mlmesh.common.kv import KvRepository
+from mlmesh.common.storage_client import StorageClient
 from mlmesh.gateway import grpc_front
 from mlmesh.gateway.backends import BackendPool, TritonBackend
 from mlmesh.gateway.cache import GuardedValkey, ResultCache
 from mlmesh.gateway.cached import Cached
+from mlmesh.gateway.deployment_servicer import DeploymentServicer
+from mlmesh.gateway.deployments import DeploymentController
 from mlmesh.gateway.domain.breaker import CircuitBreaker
 from mlmesh.gateway.domain.retry_budget import RetryBudget
 from mlmesh.gateway.http_front import HttpFront, create_app
 from mlmesh.gateway.rate_limit import RateLimiter
+from mlmesh.gateway.repository import ModelRepository
 from mlmesh.gateway.routing import Router
 from mlmesh.gateway.settings import GatewaySettings
+from mlmesh.gateway.triton_admin import TritonAdmin
 from mlmesh.gateway.versions import VersionResolver
 
 log = logging.getLogger("mlmesh.gateway")
 
-KV_BUCKETS = ("deployments",)
+DEPLOYMENTS_BUCKET = "deployments"
 
 
 def build_pool(settings: GatewaySettings) -> BackendPool:
@@ -47,10 +53,9 @@ def build_pool(settings: GatewaySettings) -> BackendPool:
 async def register(runtime: Runtime) -> Iterable[str]:
     settings = runtime.settings
     assert isinstance(settings, GatewaySettings)
-    # Durable state lives in JetStream KV; open (and on first start create) the buckets now, so a
+    # Durable state lives in JetStream KV; open (and on first start create) the bucket now, so a
     # broken NATS fails the start rather than the first request.
-    for bucket in KV_BUCKETS:
-        await open_bucket(runtime.js, bucket)
+    repo = await KvRepository.open(runtime.js, DEPLOYMENTS_BUCKET, deployment_pb2.Deployment, "deployment")
 
     pool = build_pool(settings)
     await pool.start()
@@ -72,6 +77,27 @@ async def register(runtime: Runtime) -> Iterable[str]:
     )
 
     router = Router()
+    storage = None
+    if settings.storage_address:
+        token = settings.service_token_file.read_text().strip() if settings.service_token_file else ""
+        storage = StorageClient(settings.storage_address, token)
+        runtime.on_shutdown.append(storage.close)
+    controller = DeploymentController(
+        repo,
+        runtime.publisher,
+        router,
+        TritonAdmin(pool, settings.load_timeout_s),
+        storage,
+        ModelRepository(settings.model_repository) if settings.model_repository else None,
+        drain_timeout_s=settings.drain_timeout_s,
+        reconcile_interval_s=settings.reconcile_interval_s,
+        js=runtime.js,
+    )
+    await controller.start()
+    runtime.on_shutdown.append(controller.stop)
+    if not controller.enabled:
+        log.warning("deployments are off: set STORAGE_ADDRESS and MODEL_REPOSITORY to deploy registry models")
+    deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(DeploymentServicer(controller), runtime.server)
     servicer = grpc_front.InferenceServicer(
         pool,
         max_request_bytes=settings.max_request_bytes,
@@ -98,4 +124,4 @@ async def register(runtime: Runtime) -> Iterable[str]:
     runtime.on_shutdown.append(front.stop)
     runtime.ready_info["http_port"] = front.port
     log.info("http front serving", extra={"http_host": host, "http_port": front.port})
-    return [name]
+    return [name, deployment_service_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name]

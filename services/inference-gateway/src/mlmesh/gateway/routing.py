@@ -11,6 +11,7 @@ through the KV watch); `track` counts in-flight requests per deployment, so an u
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterator, Mapping
@@ -65,6 +66,7 @@ class Router:
     def __init__(self, rng: random.Random | None = None):
         self._served: dict[tuple[str, str], Served] = {}
         self._inflight: dict[tuple[str, str], int] = {}
+        self._idle: dict[tuple[str, str], asyncio.Event] = {}
         self._rng = rng or random.Random()
 
     # The watcher's side.
@@ -116,6 +118,21 @@ class Router:
             self._inflight[key] -= 1
             if not self._inflight[key]:
                 del self._inflight[key]
+                idle = self._idle.pop(key, None)
+                if idle is not None:
+                    idle.set()
 
     def inflight(self, team: str, name: str) -> int:
         return self._inflight.get((team, name), 0)
+
+    async def wait_idle(self, team: str, name: str, timeout_s: float) -> bool:
+        """Wait until the deployment has no request in flight here; False at the timeout."""
+        key = (team, name)
+        if not self._inflight.get(key):
+            return True
+        idle = self._idle.setdefault(key, asyncio.Event())
+        try:
+            await asyncio.wait_for(idle.wait(), timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+        return True
