@@ -3,6 +3,8 @@ front of a real tritonserver (python backend) holding `team-a--double`."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import textwrap
 import time
@@ -29,6 +31,7 @@ class Gateway:
     alice: str
     bob: str
     proc: ManagedProcess
+    metrics_url: str = ""  # the gateway's /metrics, when started with METRICS_PORT >= 0
 
     def headers(self, token: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {token}"} if token else {}
@@ -114,6 +117,7 @@ def _start_gateway(tmp: Path, nats: NatsServer, extra: dict[str, str]) -> Iterat
             alice=mint_token(private, subject="alice", team="team-a", roles=["developer"]),
             bob=mint_token(private, subject="bob", team="team-b", roles=["developer"]),
             proc=proc,
+            metrics_url=f"http://127.0.0.1:{info['metrics_port']}/metrics" if info.get("metrics_port", -1) > 0 else "",
         )
     finally:
         proc.stop(grace=5)
@@ -204,3 +208,192 @@ def more_models(triton_with_double: TritonServer) -> Iterator[TritonServer]:
             time.sleep(0.05)
     finally:
         client.close()
+
+
+# Models of the three tasks, served by the deployments' python-backend model.py
+# (mlmesh.gateway.triton_model). Built once per session; loads into Triton are few and shared.
+
+CLASSIFIER_LABELS = ("a", "b", "c")
+
+
+@dataclass(frozen=True)
+class HfModels:
+    """Hugging Face directories as the trainer saves them (save_pretrained + tokenizer + card)."""
+
+    classifier_adapter_dir: Path  # peft LoRA (SEQ_CLS, trained head) over MiniLM; card labels a, b, c
+    classifier_base_dir: Path  # the adapter's base model: MiniLM
+    embedding_dir: Path  # MiniLM, full weights
+    generator_dir: Path  # a tiny GPT-2 (seeded random weights) with MiniLM's tokenizer
+    labels: tuple[str, ...] = CLASSIFIER_LABELS
+
+    def for_task(self, task: int) -> tuple[Path, Path | None]:
+        """(model dir, base dir or None) of the test model of a task (ModelTask)."""
+        from mlmesh.gateway.domain.model_repository import CLASSIFICATION, EMBEDDING, GENERATION
+
+        return {
+            CLASSIFICATION: (self.classifier_adapter_dir, self.classifier_base_dir),
+            EMBEDDING: (self.embedding_dir, None),
+            GENERATION: (self.generator_dir, None),
+        }[task]
+
+
+def _card(directory: Path, task: str, base: str, method: str, labels: tuple[str, ...] = ()) -> None:
+    card = {"task": task, "base_model": base, "method": method, "labels": list(labels), "format": "huggingface"}
+    (directory / "mlmesh_model.json").write_text(json.dumps(card, indent=1))
+
+
+def _build_classifier(out: Path, base: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(7)
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=len(CLASSIFIER_LABELS))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
+    model = get_peft_model(model, lora)
+    with torch.no_grad():  # as if trained: LoRA B starts at zero, which would make the adapter a no-op
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+            elif "modules_to_save" in name and name.endswith("weight"):
+                param.normal_(0.0, 0.5)  # a head that separates the labels
+    model.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out))
+    _card(out, "text_classification", "builtin:minilm", "lora", CLASSIFIER_LABELS)
+
+
+def _build_generator(out: Path, tokenizer_dir: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(11)
+    config = GPT2Config(
+        n_layer=2, n_embd=64, n_head=2, n_positions=128, vocab_size=30522,
+        bos_token_id=101, eos_token_id=102, pad_token_id=0, initializer_range=0.2,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        # Special tokens never win a greedy pick (their tied embedding rows are zero, others are
+        # not): greedy runs reach the token limit, and every step adds text.
+        for token in (0, 100, 101, 102, 103):
+            model.transformer.wte.weight[token] = 0.0
+    model.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out))
+    _card(out, "text_generation", "builtin:gpt2-tiny", "full")
+
+
+@pytest.fixture(scope="session")
+def hf_models(tmp_path_factory) -> HfModels:
+    from mlmesh.common.builtin_models import minilm_path
+
+    root = tmp_path_factory.mktemp("hf-models")
+    minilm = minilm_path()
+    base = root / "minilm"
+    shutil.copytree(minilm, base)
+    embedding = root / "embedding"
+    shutil.copytree(minilm, embedding)
+    _card(embedding, "embedding", "builtin:minilm", "full")
+    _build_classifier(root / "classifier", base)
+    _build_generator(root / "generator", minilm)
+    return HfModels(root / "classifier", base, embedding, root / "generator")
+
+
+def write_entry(
+    repo: Path,
+    triton_name: str,
+    task: int,
+    versions: tuple[int, ...],
+    model_dir: Path,
+    base_dir: Path | None = None,
+    parameters: dict[str, str] | None = None,
+) -> Path:
+    """A deployment's model-repository entry, as the controller lays it out: config.pbtxt and, per
+    version, model.py, `model/` and (for an adapter) `base/` (symlinks to the directories)."""
+    from mlmesh.gateway.domain.model_repository import EntryConfig, render_config
+    from mlmesh.gateway.triton_model import MODEL_PY
+
+    entry = repo / triton_name
+    entry.mkdir(parents=True, exist_ok=True)
+    config = EntryConfig(triton_name=triton_name, task=task, versions=versions, parameters=parameters or {})
+    (entry / "config.pbtxt").write_text(render_config(config))
+    for version in versions:
+        directory = entry / str(version)
+        directory.mkdir(exist_ok=True)
+        shutil.copyfile(MODEL_PY, directory / "model.py")
+        for name, target in (("model", model_dir), ("base", base_dir)):
+            link = directory / name
+            if target is not None and not link.exists():
+                link.symlink_to(target, target_is_directory=True)
+    return entry
+
+
+class TritonModels:
+    """Loads test models into the session's Triton (each name once) and unloads them at the end."""
+
+    def __init__(self, triton: TritonServer, models: HfModels):
+        self.triton = triton
+        self.models = models
+        self._loaded: set[str] = set()
+
+    def load(
+        self, triton_name: str, task: int, versions: tuple[int, ...] = (1,), parameters: dict[str, str] | None = None
+    ) -> str:
+        """Write the entry of the task's test model under `triton_name` and load it; once per name."""
+        if triton_name in self._loaded:
+            return triton_name
+        model_dir, base_dir = self.models.for_task(task)
+        write_entry(self.triton.model_repository, triton_name, task, versions, model_dir, base_dir, parameters)
+        client = triton_http.InferenceServerClient(self.triton.http_url.removeprefix("http://"), network_timeout=300)
+        try:
+            client.load_model(triton_name)
+            assert client.is_model_ready(triton_name)
+        finally:
+            client.close()
+        self._loaded.add(triton_name)
+        return triton_name
+
+    def unload_all(self) -> None:
+        client = triton_http.InferenceServerClient(self.triton.http_url.removeprefix("http://"))
+        try:
+            for name in sorted(self._loaded):
+                client.unload_model(name)
+        finally:
+            client.close()
+        self._loaded.clear()
+
+
+@pytest.fixture(scope="session")
+def triton_models(triton_server: TritonServer, hf_models: HfModels) -> Iterator[TritonModels]:
+    models = TritonModels(triton_server, hf_models)
+    yield models
+    models.unload_all()
+
+
+# The team-a models the task tests use (the caller's names; Triton's are `team-a--<name>`).
+GENERATOR = "tiny-gpt"
+EMBEDDER = "minilm-embed"
+CLASSIFIER = "minilm-cls"
+
+
+@pytest.fixture(scope="session")
+def generator_model(triton_models: TritonModels) -> str:
+    """Triton name of the tiny GPT-2 (text generation, decoupled), loaded."""
+    from mlmesh.gateway.domain.model_repository import GENERATION
+
+    return triton_models.load(f"team-a--{GENERATOR}", GENERATION)
+
+
+@pytest.fixture(scope="session")
+def embedding_model(triton_models: TritonModels) -> str:
+    """Triton name of MiniLM as an embedding model, loaded."""
+    from mlmesh.gateway.domain.model_repository import EMBEDDING
+
+    return triton_models.load(f"team-a--{EMBEDDER}", EMBEDDING)
+
+
+@pytest.fixture(scope="session")
+def classification_model(triton_models: TritonModels) -> str:
+    """Triton name of the MiniLM LoRA classifier (labels a, b, c), loaded."""
+    from mlmesh.gateway.domain.model_repository import CLASSIFICATION
+
+    return triton_models.load(f"team-a--{CLASSIFIER}", CLASSIFICATION)
