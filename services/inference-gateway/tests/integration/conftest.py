@@ -4,6 +4,7 @@ front of a real tritonserver (python backend) holding `team-a--double`."""
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import socket
 import textwrap
@@ -12,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 import tritonclient.http as triton_http
 
 from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
@@ -397,3 +400,61 @@ def classification_model(triton_models: TritonModels) -> str:
     from mlmesh.gateway.domain.model_repository import CLASSIFICATION
 
     return triton_models.load(f"team-a--{CLASSIFIER}", CLASSIFICATION)
+
+
+def stream_generate(
+    client, model: str, prompt: str, max_tokens: int | None, temperature: float | None, headers: dict | None = None
+):
+    """The responses of one generation streamed with a tritonclient.grpc client (to Triton or the
+    gateway): [(text, finish_reason, prompt_tokens, completion_tokens)]; a stream error raises."""
+    results: queue.Queue = queue.Queue()
+    client.start_stream(lambda result, error: results.put((result, error)), stream_timeout=120, headers=headers)
+    try:
+        inputs = [tgrpc.InferInput("PROMPT", [1], "BYTES")]
+        inputs[0].set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
+        if max_tokens is not None:
+            m = tgrpc.InferInput("MAX_TOKENS", [1], "INT32")
+            m.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
+            inputs.append(m)
+        if temperature is not None:
+            t = tgrpc.InferInput("TEMPERATURE", [1], "FP32")
+            t.set_data_from_numpy(np.array([temperature], dtype=np.float32))
+            inputs.append(t)
+        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        responses = []
+        while True:
+            result, error = results.get(timeout=120)
+            if error is not None:
+                raise error
+            final = result.get_response().parameters["triton_final_response"].bool_param
+            if result.as_numpy("TEXT") is not None:
+                responses.append(
+                    (
+                        result.as_numpy("TEXT")[0].decode(),
+                        result.as_numpy("FINISH_REASON")[0].decode(),
+                        int(result.as_numpy("PROMPT_TOKENS")[0]),
+                        int(result.as_numpy("COMPLETION_TOKENS")[0]),
+                    )
+                )
+            if final:
+                return responses
+    finally:
+        client.stop_stream()
+
+
+@pytest.fixture(scope="module")
+def llm_gateway(
+    tmp_path_factory,
+    nats_server: NatsServer,
+    triton_server: TritonServer,
+    valkey_server: ValkeyServer,
+    generator_model: str,
+    embedding_model: str,
+) -> Iterator[Gateway]:
+    """A gateway with /metrics and the result cache, in front of the Triton serving team-a's
+    `tiny-gpt` (generation) and `minilm-embed` (embedding)."""
+    yield from _start_gateway(
+        tmp_path_factory.mktemp("llm-gateway"),
+        nats_server,
+        {**triton_env(triton_server), "METRICS_PORT": "0", "VALKEY_URL": valkey_server.url, "CACHE_TTL_S": "60"},
+    )

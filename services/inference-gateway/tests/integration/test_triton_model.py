@@ -11,6 +11,8 @@ import torch
 import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
+from .conftest import stream_generate
+
 pytestmark = pytest.mark.timeout(300)
 
 TEXTS = ["the gateway routes requests", "a short one", "Triton batches these texts together, padded"]
@@ -102,48 +104,11 @@ def test_embedding_is_normalized_mean_pooling(client, embedding_model, hf_models
     assert tokens.reshape(-1).tolist() == counts
 
 
-def _stream(client, model: str, prompt: str, max_tokens: int | None, temperature: float | None):
-    """The responses of one streamed generation: [(text, finish, prompt_tokens, completion_tokens)]."""
-    results: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result, error: results.put((result, error)), stream_timeout=120)
-    try:
-        inputs = [tgrpc.InferInput("PROMPT", [1], "BYTES")]
-        inputs[0].set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
-        if max_tokens is not None:
-            m = tgrpc.InferInput("MAX_TOKENS", [1], "INT32")
-            m.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
-            inputs.append(m)
-        if temperature is not None:
-            t = tgrpc.InferInput("TEMPERATURE", [1], "FP32")
-            t.set_data_from_numpy(np.array([temperature], dtype=np.float32))
-            inputs.append(t)
-        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
-        responses = []
-        while True:
-            result, error = results.get(timeout=120)
-            if error is not None:
-                raise error
-            final = result.get_response().parameters["triton_final_response"].bool_param
-            if result.as_numpy("TEXT") is not None:
-                responses.append(
-                    (
-                        result.as_numpy("TEXT")[0].decode(),
-                        result.as_numpy("FINISH_REASON")[0].decode(),
-                        int(result.as_numpy("PROMPT_TOKENS")[0]),
-                        int(result.as_numpy("COMPLETION_TOKENS")[0]),
-                    )
-                )
-            if final:
-                return responses
-    finally:
-        client.stop_stream()
-
-
 def test_generation_streams_the_greedy_text(client, generator_model, hf_models) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     prompt, n = "the quick brown fox", 12
-    responses = _stream(client, generator_model, prompt, n, 0.0)
+    responses = stream_generate(client, generator_model, prompt, n, 0.0)
 
     tokenizer = AutoTokenizer.from_pretrained(str(hf_models.generator_dir))
     model = AutoModelForCausalLM.from_pretrained(str(hf_models.generator_dir)).eval()
@@ -162,11 +127,11 @@ def test_generation_streams_the_greedy_text(client, generator_model, hf_models) 
 
 
 def test_generation_samples_and_rejects_bad_inputs(client, generator_model) -> None:
-    responses = _stream(client, generator_model, "sampling is random", 5, 1.5)
+    responses = stream_generate(client, generator_model, "sampling is random", 5, 1.5)
     assert (responses[-1][1], responses[-1][3]) == ("length", 5)
     with pytest.raises(InferenceServerException) as bad:
-        _stream(client, generator_model, "too few", 0, None)
+        stream_generate(client, generator_model, "too few", 0, None)
     assert "MAX_TOKENS must be at least 1" in bad.value.message()
     with pytest.raises(InferenceServerException) as empty:
-        _stream(client, generator_model, "", 4, None)
+        stream_generate(client, generator_model, "", 4, None)
     assert "PROMPT must not be empty" in empty.value.message()

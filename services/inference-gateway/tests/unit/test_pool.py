@@ -1,5 +1,7 @@
 """BackendPool with fake stubs: what is retried, what opens breakers, and deadlines."""
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -97,3 +99,85 @@ async def test_the_deadline_travels_to_the_backend() -> None:
     pool = BackendPool([a], budget())
     await pool.grpc("ModelInfer", object(), timeout=0.5)
     assert 0 < a.stub.timeouts[0] <= 0.5
+
+
+class FakeStreamCall:
+    """A ModelStreamInfer call: answers each request written with one response, or fails with
+    `error` when request number `fail_at` (0-based) arrives."""
+
+    def __init__(self, fail_at: int | None = None, error: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE):
+        self.written: list = []
+        self._incoming: asyncio.Queue = asyncio.Queue()
+        self._fail_at, self._error = fail_at, error
+
+    async def write(self, request) -> None:
+        self.written.append(request)
+        await self._incoming.put(request)
+
+    async def done_writing(self) -> None:
+        await self._incoming.put(None)
+
+    def cancel(self) -> None:
+        pass
+
+    async def __aiter__(self):
+        count = 0
+        while (request := await self._incoming.get()) is not None:
+            if count == self._fail_at:
+                raise rpc_error(self._error)
+            count += 1
+            yield f"answer to {request}"
+
+
+class FakeStreamStub:
+    def __init__(self, call: FakeStreamCall):
+        self.call = call
+        self.opened = 0
+
+    def ModelStreamInfer(self, timeout=None):
+        self.opened += 1
+        return self.call
+
+
+def stream_backend(name: str, call: FakeStreamCall) -> TritonBackend:
+    b = TritonBackend(f"{name}:1", f"http://{name}:2", CircuitBreaker(5, 60))
+    b.stub = FakeStreamStub(call)
+    return b
+
+
+async def _requests(*items):
+    for item in items:
+        yield item
+        await asyncio.sleep(0)
+
+
+async def test_a_stream_that_cannot_open_moves_with_the_requests_it_took() -> None:
+    a = stream_backend("a", FakeStreamCall(fail_at=0))
+    b = stream_backend("b", FakeStreamCall())
+    pool = BackendPool([a, b], budget())
+    answers = [r async for r in pool.stream(_requests("r1", "r2", "r3"), timeout=5)]
+    assert answers == ["answer to r1", "answer to r2", "answer to r3"]
+    assert a.stub.call.written[:1] == ["r1"] and b.stub.call.written == ["r1", "r2", "r3"]
+    assert a.outstanding == b.outstanding == 0
+
+
+async def test_a_stream_that_answered_is_not_moved() -> None:
+    a = stream_backend("a", FakeStreamCall(fail_at=1))
+    b = stream_backend("b", FakeStreamCall())
+    pool = BackendPool([a, b], budget())
+    answers = []
+    with pytest.raises(Unavailable):
+        async for answer in pool.stream(_requests("r1", "r2"), timeout=5):
+            answers.append(answer)
+    assert answers == ["answer to r1"] and b.stub.opened == 0
+    assert a.outstanding == 0
+
+
+async def test_a_stream_error_keeps_its_code() -> None:
+    a = stream_backend("a", FakeStreamCall(fail_at=0, error=grpc.StatusCode.INVALID_ARGUMENT))
+    b = stream_backend("b", FakeStreamCall())
+    pool = BackendPool([a, b], budget())
+    with pytest.raises(BackendError) as err:
+        async for _ in pool.stream(_requests("r1"), timeout=5):
+            pass
+    assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT and b.stub.opened == 0

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -272,3 +272,122 @@ class BackendPool:
             return result
 
         return await self._call(timeout, once)
+
+    async def stream(
+        self, requests: AsyncIterator[service_pb2.ModelInferRequest], timeout: float
+    ) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
+        """ModelStreamInfer on one backend, picked as any call is: the requests go up as they come,
+        the responses come back as Triton sends them. Only a stream that failed UNAVAILABLE before
+        its first response is moved to another backend (the requests it took are sent again);
+        after that a failure ends the stream (`Unavailable`; Triton's other errors as
+        `BackendError`)."""
+        deadline = self._clock() + timeout
+        self._budget.deposit()
+        feed = _RequestFeed(requests)
+        tried: set[TritonBackend] = set()
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                backend = self._acquire(tried)
+                tried.add(backend)
+                backend.outstanding += 1
+                answered, settled = False, False
+                call = writer = None
+                try:
+                    call = backend.stub.ModelStreamInfer(timeout=self._remaining(deadline))
+                    writer = asyncio.create_task(_write_all(call, feed), name=f"stream to {backend.grpc_url}")
+                    async for response in call:
+                        if not answered:
+                            answered = True
+                            feed.commit()
+                        yield response
+                    backend.breaker.record_success()
+                    settled = True
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code()
+                    if code is grpc.StatusCode.UNAVAILABLE:
+                        backend.breaker.record_failure()
+                        settled = True
+                        if answered:
+                            raise Unavailable("the inference backend went away during the stream") from None
+                        log.info("backend unreachable", extra={"backend": backend.grpc_url, "attempt": attempt})
+                        if await self._retry_pause(attempt, deadline):
+                            continue
+                        raise Unavailable(NO_BACKEND) from None
+                    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                        raise DeadlineExceeded("the stream outlived its deadline") from None
+                    backend.breaker.record_success()  # it answered: the stream was at fault
+                    settled = True
+                    raise BackendError(code, exc.details() or code.name) from None
+                finally:
+                    if not settled:  # cancelled, deadline, or the consumer stopped reading
+                        backend.breaker.release()
+                    if writer is not None:
+                        writer.cancel()
+                    if call is not None:
+                        call.cancel()
+                    backend.outstanding -= 1
+        finally:
+            await feed.close()
+
+
+_END = object()
+
+
+class _RequestFeed:
+    """The requests of one stream, read by a single task (so a failed attempt never interrupts the
+    caller's iterator mid-read), and the ones taken before the first response, for a retry."""
+
+    def __init__(self, requests: AsyncIterator):
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._taken: list = []
+        self._committed = False
+        self._reader = asyncio.create_task(self._read(requests), name="stream requests")
+
+    async def _read(self, requests: AsyncIterator) -> None:
+        try:
+            async for request in requests:
+                await self._queue.put(request)
+        except Exception as exc:  # the caller's iterator failed: the stream's writer sees it
+            await self._queue.put(exc)
+        finally:
+            await self._queue.put(_END)
+
+    async def items(self) -> AsyncIterator:
+        """The requests for one attempt: those an earlier attempt took, then new ones."""
+        for request in list(self._taken):
+            yield request
+        while True:
+            item = await self._queue.get()
+            if item is _END or isinstance(item, Exception):
+                self._queue.put_nowait(item)  # a later attempt ends (or fails) the same way
+                if item is _END:
+                    return
+                raise item
+            if not self._committed:
+                self._taken.append(item)
+            yield item
+
+    def commit(self) -> None:
+        """A backend answered: the stream stays there, nothing needs sending again."""
+        self._committed = True
+        self._taken.clear()
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+async def _write_all(call, feed: _RequestFeed) -> None:
+    try:
+        async for request in feed.items():
+            await call.write(request)
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass  # the call ended: its reader reports how
+    except Exception:
+        log.exception("stream request writer failed")
+        call.cancel()

@@ -2,9 +2,12 @@
 
 Model calls map the caller's model name to its team's Triton name, forward the request proto as it
 came (tensors are never decoded) and map the name back in the reply. Triton's errors keep their code.
+ModelStreamInfer routes each request of a stream the same way (streaming.py).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -15,6 +18,7 @@ from mlmesh.gateway.backends import BackendError, BackendPool
 from mlmesh.gateway.cached import Cached
 from mlmesh.gateway.domain.cache_key import cache_key, grpc_request_digest
 from mlmesh.gateway.routing import Route, Router
+from mlmesh.gateway.streaming import forward_stream
 
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SERVICE_NAME = SERVICE.full_name
@@ -26,6 +30,7 @@ SUPPORTED = {
     "ModelMetadata",
     "ModelConfig",
     "ModelInfer",
+    "ModelStreamInfer",
 }
 
 
@@ -143,6 +148,24 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 request.model_name, request.model_version = call.model, asked
             reply.model_name = call.model
             return reply
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Each request routed as ModelInfer routes it, over one backend stream (see streaming.py)."""
+        responses = forward_stream(
+            request_iterator,
+            pool=self._pool,
+            router=self._router,
+            route=lambda request: _Call(self._router, request.model_name, request.model_version, context),
+            cached=self._cached,
+            max_request_bytes=self._max_request_bytes,
+            timeout=self._timeout(context),
+        )
+        try:
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    yield response
+        except BackendError as exc:
+            await context.abort(exc.code, exc.message)
 
     async def _cached_infer(
         self, request: service_pb2.ModelInferRequest, context, call: _Call, cached: Cached, ttl: float
