@@ -456,5 +456,11 @@ def llm_gateway(
     yield from _start_gateway(
         tmp_path_factory.mktemp("llm-gateway"),
         nats_server,
-        {**triton_env(triton_server), "METRICS_PORT": "0", "VALKEY_URL": valkey_server.url, "CACHE_TTL_S": "60"},
+        {
+            **triton_env(triton_server),
+            "METRICS_PORT": "0",
+            "VALKEY_URL": valkey_server.url,
+            "CACHE_TTL_S": "60",
+            "MAX_REQUEST_BYTES": str(1024 * 1024),
+        },
     )

@@ -108,6 +108,20 @@ def without_request_id(body: bytes, headers: dict[str, str]) -> tuple[bytes, dic
     return rewrite_head(body, headers, lambda document: document.pop("id", None))
 
 
+async def read_limited(request: Request, max_request_bytes: int) -> bytes:
+    """The request's body; TooLarge (413) past `max_request_bytes`, declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
+        raise TooLarge(f"request of {declared} bytes exceeds the limit of {max_request_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_request_bytes:
+            raise TooLarge(f"request exceeds the limit of {max_request_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(
     pool: BackendPool,
     verifier: TokenVerifier,
@@ -132,16 +146,7 @@ def create_app(
     Caller = Annotated[Identity, Depends(bearer_auth(verifier))]
 
     async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
-            raise TooLarge(f"request of {declared} bytes exceeds the limit of {max_request_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_request_bytes:
-                raise TooLarge(f"request exceeds the limit of {max_request_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(request, max_request_bytes)
 
     async def forward(request: Request, identity: Identity, model: str, version: str, suffix: str) -> Response:
         route = router.route(identity.team, model, version, request.headers.get)
@@ -227,6 +232,15 @@ def create_app(
         app.add_api_route(f"/v2/models/{{model}}{suffix}", handler, methods=methods)
         app.add_api_route(f"/v2/models/{{model}}/versions/{{version}}{suffix}", handler, methods=methods)
 
+    # The OpenAI-compatible API (/v1/...), a sub-application: its errors take OpenAI's shape.
+    from mlmesh.gateway.openai_front import create_openai_app
+
+    app.mount(
+        "/v1",
+        create_openai_app(
+            pool, verifier, router=router, cached=cached, max_request_bytes=max_request_bytes, timeout_s=timeout_s
+        ),
+    )
     return app
 
 
