@@ -54,7 +54,7 @@ class HttpResponse:
 
 class TritonBackend:
     """One Triton server: a gRPC channel and an HTTP session to it, its in-flight count, its
-    breaker and its health (ServerReady every `health_interval_s`)."""
+    breaker and its health (ServerLive every `health_interval_s`)."""
 
     def __init__(
         self,
@@ -111,9 +111,13 @@ class TritonBackend:
             await self.channel.close()
 
     async def check_health(self) -> bool:
+        # Liveness, not ServerReady: under Triton's default strict readiness one model that is
+        # loading (a deployment rolling out) makes the whole server "not ready", which would take a
+        # backend out that still serves every other model. A model that is not ready answers its own
+        # requests with UNAVAILABLE, which the retry loop already handles.
         try:
-            reply = await self.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=HEALTH_TIMEOUT_S)
-            ready = bool(reply.ready)
+            reply = await self.stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=HEALTH_TIMEOUT_S)
+            ready = bool(reply.live)
         except grpc.aio.AioRpcError:
             ready = False
         self.observe_health(ready)

@@ -28,7 +28,7 @@ from mlmesh.api.storage.v1 import model_registry_pb2 as mr
 from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import Conflict, FailedPrecondition, InvalidArgument, MlmeshError, NotFound
 from mlmesh.common.events import Consumer, Event, EventPublisher
-from mlmesh.common.kv import KvRepository
+from mlmesh.common.kv import KvRepository, Versioned
 from mlmesh.common.kv_index import KvIndex
 from mlmesh.common.storage_client import StorageClient
 from mlmesh.gateway.domain import deployments as dom
@@ -251,13 +251,11 @@ class DeploymentController:
         key = dom.kv_key(team, name)
 
         def change(dep: d.Deployment) -> d.Deployment:
-            if expected_revision and dep.meta.revision != expected_revision:
-                raise Conflict(f"deployment {name} is at revision {dep.meta.revision}, not {expected_revision}")
             dep.spec.CopyFrom(new_spec)
             dep.meta.update_time.CopyFrom(now_ts())
             return dep
 
-        await self._write(key, change, S.DEPLOYMENT_STATE_UNSPECIFIED, "SpecUpdated")
+        await self._write(key, change, S.DEPLOYMENT_STATE_UNSPECIFIED, "SpecUpdated", expected_revision)
         previous = self._tasks.get(key)
         if previous is not None and not previous.done():
             previous.cancel()  # the newest spec wins; the rollout below starts from what serves
@@ -297,11 +295,26 @@ class DeploymentController:
 
     # ---- the work --------------------------------------------------------------------------
 
-    async def _write(self, key: str, change, from_state, reason: str) -> d.Deployment:
-        """CAS-write a change; publish DeploymentChanged when the state or reason moved."""
+    async def _write(self, key: str, change, from_state, reason: str, expected_revision: int = 0) -> d.Deployment:
+        """CAS-write a change; publish DeploymentChanged when the state or reason moved. With
+        `expected_revision`, the write happens only at that KV revision (the caller's optimistic lock)."""
         before = self.index.items.get(key)
         before_state = before.status.state if before is not None else S.DEPLOYMENT_STATE_UNSPECIFIED
-        stored = await self.repo.mutate(key, change)
+        if expected_revision:
+            current = await self.repo.get(key)
+            if current.revision != expected_revision:
+                raise Conflict(
+                    f"deployment {current.value.meta.id} is at revision {current.revision}, not {expected_revision}"
+                )
+            draft = d.Deployment()
+            draft.CopyFrom(current.value)
+            try:
+                revision = await self.repo.update(key, change(draft), expected_revision)
+            except Conflict:
+                raise Conflict(f"deployment {current.value.meta.id} changed concurrently; read it again") from None
+            stored = Versioned(key, draft, revision)
+        else:
+            stored = await self.repo.mutate(key, change)
         self.index.apply(key, stored.value, stored.revision)
         await self._publish(stored.value, before_state if from_state is None else from_state, reason)
         return stored.value

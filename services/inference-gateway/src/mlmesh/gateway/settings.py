@@ -30,7 +30,7 @@ class GatewaySettings(ServiceSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_open_s: float = Field(default=5.0, ge=0)
     health_interval_s: float = Field(default=2.0, gt=0)
-    health_failures_unhealthy: int = Field(default=2, ge=1, description="failed ServerReady checks in a row")
+    health_failures_unhealthy: int = Field(default=2, ge=1, description="failed ServerLive checks in a row")
     retry_ratio: float = Field(default=0.1, ge=0)
     retry_min_per_s: float = Field(default=10.0, ge=0)
     # Deployments: registry versions written into Triton's model repository and loaded there.
