@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
 
 from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
 from mlmesh.local.process import ManagedProcess, start_service
@@ -420,7 +421,13 @@ def stream_generate(
             t = tgrpc.InferInput("TEMPERATURE", [1], "FP32")
             t.set_data_from_numpy(np.array([temperature], dtype=np.float32))
             inputs.append(t)
-        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        try:
+            client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        except InferenceServerException:
+            # The server may refuse the stream (no token) before the request is sent: the client
+            # then reports "no longer in valid state" here and the real status to the callback.
+            result, error = results.get(timeout=10)
+            raise error or RuntimeError("the stream failed without an error") from None
         responses = []
         while True:
             result, error = results.get(timeout=120)

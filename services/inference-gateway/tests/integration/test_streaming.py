@@ -88,4 +88,4 @@ def test_another_team_gets_not_found_and_no_token_is_refused(llm_gateway: Gatewa
     assert "not found" in bob.value.message() and "team-" not in bob.value.message()
     with pytest.raises(InferenceServerException) as anonymous:
         stream_generate(client, GENERATOR, "no token", 3, 0.0)
-    assert anonymous.value.status() == "StatusCode.UNAUTHENTICATED"
+    assert anonymous.value.status() == "StatusCode.UNAUTHENTICATED", anonymous.value.message()
