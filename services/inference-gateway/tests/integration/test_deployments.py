@@ -6,7 +6,10 @@ canary, moved by an alias, cached per deployment, and undeployed while traffic f
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -447,6 +450,36 @@ def test_cache_ttl_is_per_deployment(stack: Stack, minilm):
     _embed(stack, "embed", "do not cache me", headers={"x-user": "u"})
     assert _triton_count(stack, "team-a--embed") == before + 2
     _delete(stack, "embed-cached")
+
+
+def _cli(stack: Stack, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
+    env["MLMESH_TOKEN"] = token or stack.alice
+    command = [sys.executable, "-m", "mlmesh.cli.main", "models", *args, "--endpoint", stack.grpc_address]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_deploys_lists_and_undeploys(stack: Stack, minilm):
+    out = _cli(stack, "deploy", "dep-minilm@prod", "--name", "cli-embed", "--cache-ttl", "0")
+    assert out.returncode == 0, out.stderr
+    assert "cli-embed: ready" in out.stdout and "cli-embed serves dep-minilm@prod as v1" in out.stdout, out.stdout
+    _, version = _embed(stack, "cli-embed", "deployed from the command line")
+    assert version == "1"
+
+    listed = _cli(stack, "ls", "--deployed", "--json")
+    assert listed.returncode == 0, listed.stderr
+    names = {dep["meta"]["id"]: dep for dep in json.loads(listed.stdout)["deployments"]}
+    assert names["cli-embed"]["status"]["state"] == "DEPLOYMENT_STATE_READY"
+    other = _cli(stack, "ls", "--deployed", "--json", token=stack.bob)
+    assert "cli-embed" not in other.stdout  # another team's deployments are not listed
+
+    missing = _cli(stack, "deploy", "no-such-model:1", "--name", "cli-missing")
+    assert missing.returncode != 0 and "no-such-model" in missing.stderr + missing.stdout
+
+    gone = _cli(stack, "undeploy", "cli-embed", "--drain-timeout", "5")
+    assert gone.returncode == 0 and "cli-embed: deleted" in gone.stdout, gone.stdout + gone.stderr
+    again = _cli(stack, "undeploy", "cli-embed")
+    assert again.returncode != 0 and "not found" in (again.stderr + again.stdout).lower()
 
 
 def test_undeploy_drains_then_unloads(stack: Stack, minilm):
