@@ -253,9 +253,11 @@ def test_unavailable_twice_then_ok_succeeds(client, server):
     assert server.calls["a"] == 3
 
 
-def test_resource_exhausted_is_retried_too(client, server):
-    assert client.call(client.stub.Flaky, b"QuotaExceeded:1:b", timeout=10) == b"ok"
-    assert server.calls["b"] == 2
+def test_quota_exceeded_is_reported_not_retried(client, server):
+    # A retried quota error used to end as DEADLINE_EXCEEDED when the last try ran out of time.
+    err = _fail(client, "Flaky", "QuotaExceeded:1:b", timeout=10)
+    assert err.code == C.RESOURCE_EXHAUSTED
+    assert server.calls["b"] == 1
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,9 @@
 
 - Address: explicit `--endpoint` > `MLMESH_<NAME>_ADDR` > `<state dir>/endpoints.json` (`mlmesh up`).
 - Token: `MLMESH_TOKEN` > `MLMESH_TOKEN_FILE` > `<state dir>/auth/admin.token`. Never printed.
-- Every call has a deadline. Only UNAVAILABLE and RESOURCE_EXHAUSTED are retried, with exponential
-  backoff and full jitter, and only while the deadline leaves room for another try.
+- Every call has a deadline. Only UNAVAILABLE is retried, with exponential backoff and full jitter,
+  and only while the deadline leaves room for another try. RESOURCE_EXHAUSTED means a quota or a
+  size limit here: retrying it only burns the deadline and ends as DEADLINE_EXCEEDED.
 - A failed call becomes one line, `<code>: <message>[; field: description ...]`, plus a hint.
 """
 
@@ -25,7 +26,7 @@ from mlmesh.local import mesh
 from mlmesh.local.errors import InfraError
 
 DEFAULT_TIMEOUT_S = 10.0
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 TOKEN_ENV = "MLMESH_TOKEN"
 TOKEN_FILE_ENV = "MLMESH_TOKEN_FILE"
 MAX_MESSAGE_BYTES = 64 << 20
@@ -188,7 +189,7 @@ class Client:
         return (("authorization", f"Bearer {self._token}"),)
 
     def call(self, stub_method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
-        """A unary call with a deadline; retries UNAVAILABLE / RESOURCE_EXHAUSTED inside it."""
+        """A unary call with a deadline; retries UNAVAILABLE inside it."""
         timeout = self.default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         delays = backoff_delays()
