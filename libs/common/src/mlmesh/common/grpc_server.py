@@ -78,6 +78,16 @@ def make_verifier(settings: ServiceSettings) -> TokenVerifier:
     )
 
 
+def read_service_token(settings: ServiceSettings) -> str:
+    """The token this service sends to others ("" without a token file)."""
+    if settings.service_token_file is None:
+        return ""
+    try:
+        return settings.service_token_file.read_text().strip()
+    except OSError as exc:
+        raise StartupError(f"cannot read SERVICE_TOKEN_FILE {settings.service_token_file}: {exc.strerror}") from None
+
+
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -121,7 +131,9 @@ def write_ready_file(path: Path, info: dict) -> None:
 
 async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Event | None = None) -> None:
     name = settings.service_name
-    flush_tracing = setup_tracing(name, settings.otlp_endpoint)
+    flush_tracing = setup_tracing(
+        name, settings.otlp_endpoint, token=read_service_token(settings), sample_ratio=settings.trace_sample_ratio
+    )
     verifier = make_verifier(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

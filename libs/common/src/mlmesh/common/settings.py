@@ -37,7 +37,8 @@ class ServiceSettings(BaseSettings):
     service_token_file: Path | None = None
     log_level: LogLevel = "INFO"
     log_json: bool = True
-    otlp_endpoint: str | None = None
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector; unset: no spans recorded")
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1, description="share of new traces recorded")
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     ready_file: Path | None = Field(default=None, description="written with the bound ports once SERVING")

@@ -19,14 +19,32 @@ log = logging.getLogger("mlmesh.telemetry")
 _rpc_collectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def setup_tracing(service: str, otlp_endpoint: str | None) -> Callable[[], None]:
-    """Install a tracer provider; spans go to `otlp_endpoint` when set. Returns a flush-and-shutdown."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"mlmesh-{service}"}))
+def setup_tracing(
+    service: str, otlp_endpoint: str | None, *, token: str = "", sample_ratio: float = 1.0
+) -> Callable[[], None]:
+    """Install a tracer provider; spans go to `otlp_endpoint` when set. Returns a flush-and-shutdown.
+
+    Without an endpoint nothing is recorded (spans still carry ids for logs and propagation), so
+    an untraced service pays no span work. With one, new traces are sampled at `sample_ratio`
+    and a caller's sampling decision is followed. The exporter sends `token` as a bearer token:
+    the local receiver (the telemetry service) authenticates calls like every service does."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+
+    from mlmesh.common.tracing import JobAttributes
+
+    sampler = ParentBased(TraceIdRatioBased(sample_ratio)) if otlp_endpoint else ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create({"service.name": f"mlmesh-{service}"}), sampler=sampler)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        insecure = otlp_endpoint.startswith("http://") or "127.0.0.1" in otlp_endpoint
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure)))
+        # Plaintext only when asked for (http://) or on this host: the bearer token rides along.
+        insecure = otlp_endpoint.startswith("http://") or otlp_endpoint.split("//")[-1].startswith(
+            ("127.0.0.1", "localhost")
+        )
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        provider.add_span_processor(JobAttributes())
+        exporter = OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure, headers=headers, timeout=5)
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
     trace.set_tracer_provider(provider)
 
     def shutdown() -> None:

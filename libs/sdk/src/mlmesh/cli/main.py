@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mlmesh.cli import artifacts, jobs, models, nodes, plan, queues
+from mlmesh.cli import artifacts, jobs, models, nodes, plan, queues, trace
 from mlmesh.cli.output import CliError, console, print_error, print_json, print_table
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.settings import SettingsError
@@ -89,6 +89,7 @@ nodes.register(app)
 artifacts.register(app)
 models.register(app)
 plan.register(app)
+trace.register(app)
 
 _SECRET_KEYS = {"password", "secret_key", "access_key"}
 
