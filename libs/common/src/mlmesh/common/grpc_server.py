@@ -108,6 +108,8 @@ def build_server(settings: ServiceSettings, verifier: TokenVerifier) -> grpc.aio
         ErrorMappingInterceptor(),
         AuthInterceptor(verifier),
     ]
+    if settings.metrics_port < 0:  # metrics off: nothing would read them, so do not count
+        interceptors = [i for i in interceptors if not isinstance(i, MetricsInterceptor)]
     return grpc.aio.server(interceptors=interceptors, options=server_options(settings.max_message_bytes))
 
 

@@ -17,6 +17,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 log = logging.getLogger("mlmesh.telemetry")
 
 _rpc_collectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# 0.2 s is a bound of its own: the default inference-latency alert compares p99 against it.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 def setup_tracing(
@@ -80,7 +82,7 @@ class RpcMetrics:
                     "mlmesh_rpc_duration_seconds",
                     "RPC handling time",
                     ["service", "method"],
-                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                    buckets=LATENCY_BUCKETS,
                     registry=registry,
                 ),
             )
@@ -90,6 +92,57 @@ class RpcMetrics:
     def observe(self, method: str, code: str, started: float) -> None:
         self.requests.labels(self.service, method, code).inc()
         self.latency.labels(self.service, method).observe(time.perf_counter() - started)
+
+
+_http_collectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class HttpMetrics:
+    """HTTP request count and latency per route template (never the raw path: bounded labels)."""
+
+    def __init__(self, service: str, registry: CollectorRegistry = REGISTRY):
+        if registry not in _http_collectors:
+            _http_collectors[registry] = (
+                Counter(
+                    "mlmesh_http_requests_total",
+                    "HTTP requests handled",
+                    ["service", "route", "method", "code"],
+                    registry=registry,
+                ),
+                Histogram(
+                    "mlmesh_http_request_duration_seconds",
+                    "HTTP request handling time, to the last byte of the response",
+                    ["service", "route"],
+                    buckets=LATENCY_BUCKETS,
+                    registry=registry,
+                ),
+            )
+        self.requests, self.latency = _http_collectors[registry]
+        self.service = service
+
+    def middleware(self, app):
+        """A pure ASGI middleware (cheaper than BaseHTTPMiddleware: no extra task per request)."""
+        metrics = self
+
+        async def asgi(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            started = time.perf_counter()
+            status = [500]
+
+            async def send_wrapper(message):
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_wrapper)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics.requests.labels(metrics.service, route, scope.get("method", ""), str(status[0])).inc()
+                metrics.latency.labels(metrics.service, route).observe(time.perf_counter() - started)
+
+        return asgi
 
 
 def start_metrics_server(host: str, port: int, registry: CollectorRegistry = REGISTRY):

@@ -57,7 +57,8 @@ SERVICES = (
     ServiceSpec("trainer", "trainer", needs=("storage", "fabric")),
     # Storage's registry is what deployments are made from.
     ServiceSpec("inference-gateway", "gateway", needs=("storage",)),
-    ServiceSpec("telemetry", "telemetry"),
+    # It scrapes the gateway's /metrics for the inference-latency alert.
+    ServiceSpec("telemetry", "telemetry", needs=("inference-gateway",)),
     # This host's node agent: it discovers the hardware and registers it with the fabric, which
     # is where the scheduler finds the nodes it places jobs on.
     ServiceSpec(
@@ -165,6 +166,8 @@ def _service_env(
         )
     for name in svc.needs:
         env[f"{p}{name.upper().replace('-', '_')}_ADDRESS"] = services[name]["grpc"]
+    if svc.module == "telemetry":
+        env[f"{p}SCRAPE_TARGETS"] = services["inference-gateway"]["metrics_url"]
     if svc.module == "trainer":
         env[f"{p}WORK_DIR"] = str(root / "trainer")
     if svc.after_fabric:

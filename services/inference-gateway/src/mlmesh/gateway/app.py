@@ -22,6 +22,7 @@ from mlmesh.gateway.deployment_servicer import DeploymentServicer
 from mlmesh.gateway.deployments import DeploymentController
 from mlmesh.gateway.domain.breaker import CircuitBreaker
 from mlmesh.gateway.domain.retry_budget import RetryBudget
+from mlmesh.common.telemetry import HttpMetrics
 from mlmesh.gateway.http_front import HttpFront, create_app
 from mlmesh.gateway.rate_limit import RateLimiter
 from mlmesh.gateway.repository import ModelRepository
@@ -117,7 +118,8 @@ async def register(runtime: Runtime) -> Iterable[str]:
     )
     host = settings.http_host or settings.host
     try:
-        front = HttpFront(app, host, settings.http_port, shutdown_grace_s=settings.shutdown_grace_s)
+        asgi = HttpMetrics(settings.service_name).middleware(app) if settings.metrics_port >= 0 else app
+        front = HttpFront(asgi, host, settings.http_port, shutdown_grace_s=settings.shutdown_grace_s)
     except OSError as exc:
         raise StartupError(str(exc)) from None
     await front.start()

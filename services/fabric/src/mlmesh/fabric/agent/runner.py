@@ -27,6 +27,7 @@ from mlmesh.api.fabric.v1 import (
 )
 from mlmesh.common.events import decode_event
 from mlmesh.common.grpc_server import Runtime
+from mlmesh.fabric.agent import gpu_metrics
 from mlmesh.fabric.agent.discovery import DiscoveryConfig, LabelConfig, discover
 from mlmesh.fabric.agent.servicer import NodeAgentServicer
 from mlmesh.fabric.agent.utilization import Sampler
@@ -54,6 +55,7 @@ class Agent:
         self._registered = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._sampler = Sampler()
+        self.gpu_metrics = gpu_metrics.install(node.id) if runtime.settings.metrics_port >= 0 else None
 
     async def start(self) -> None:
         """Called once the agent's gRPC server is SERVING, so its address is final."""
@@ -106,11 +108,14 @@ class Agent:
             sequence += 1
             sent = Timestamp()
             sent.GetCurrentTime()
+            sample = self._sampler.sample()
+            if self.gpu_metrics is not None:
+                self.gpu_metrics.update(sample)
             hb = events_pb2.NodeHeartbeat(
                 node_id=self.node.id,
                 incarnation=self.incarnation,
                 sequence=sequence,
-                utilization=self._sampler.sample(),
+                utilization=sample,
                 send_time=sent,
             )
             try:

@@ -1,0 +1,1 @@
+"""Pure telemetry logic: aggregates, alert rules and their evaluation."""

@@ -1,0 +1,85 @@
+"""The aggregates on `/metrics`, computed at scrape time from the current state (a custom collector,
+so nothing is double-counted when the state is rebuilt from the streams)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from mlmesh.telemetry.domain.aggregates import RUNNING
+
+WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class AggregatesCollector(Collector):
+    def __init__(self, ingest, engine, *, utilization_window_s: float = 300.0):
+        self.ingest = ingest
+        self.engine = engine
+        self.utilization_window_s = utilization_window_s
+
+    def collect(self):
+        agg = self.ingest.agg
+        now = time.time()
+        hours = CounterMetricFamily("mlmesh_team_gpu_hours", "GPU-hours allocated to a team's jobs", labels=["team"])
+        in_use = GaugeMetricFamily("mlmesh_team_gpus_in_use", "GPUs held by a team's running jobs", labels=["team"])
+        util = GaugeMetricFamily(
+            "mlmesh_team_gpu_utilization_ratio",
+            "Mean SM utilization of a team's allocated GPUs over the last 5 minutes (0..1)",
+            labels=["team"],
+        )
+        outcomes = CounterMetricFamily(
+            "mlmesh_team_jobs", "Job outcomes seen in the retained history", labels=["team", "outcome"]
+        )
+        waits = HistogramMetricFamily(
+            "mlmesh_team_queue_wait_seconds", "Submit-to-admit wait of a team's jobs", labels=["team"]
+        )
+        for team, value in sorted(agg.gpu_hours_total(now).items()):
+            hours.add_metric([team], value)
+        for team in agg.teams():
+            usage = agg.usage(team, self.utilization_window_s, now)
+            in_use.add_metric([team], usage.gpus_in_use)
+            util.add_metric([team], usage.gpu_utilization)
+        counts: dict[tuple[str, str], int] = {}
+        for _t, team, outcome in agg.outcomes:
+            counts[(team, outcome)] = counts.get((team, outcome), 0) + 1
+        for (team, outcome), n in sorted(counts.items()):
+            outcomes.add_metric([team, outcome], n)
+        per_team: dict[str, list[float]] = {}
+        for _t, team, wait in agg.waits:
+            per_team.setdefault(team, []).append(wait)
+        for team, values in sorted(per_team.items()):
+            cumulative = [(str(float(b)), sum(1 for v in values if v <= b)) for b in WAIT_BUCKETS]
+            cumulative.append(("+Inf", len(values)))
+            waits.add_metric([team], cumulative, sum(values))
+        yield from (hours, in_use, util, outcomes, waits)
+        yield from self._jobs(agg)
+        nodes = GaugeMetricFamily("mlmesh_node_ready", "1 while a node is Ready", labels=["node"])
+        for node, (state, _reason, _since) in sorted(agg.nodes.items()):
+            nodes.add_metric([node], 1.0 if state == 1 else 0.0)
+        yield nodes
+        firing = GaugeMetricFamily("mlmesh_alerts_firing", "Alerts firing now", labels=["rule", "severity"])
+        counts2: dict[tuple[str, str], int] = {}
+        for a in self.engine.active.values():
+            if a.state == "firing":
+                counts2[(a.rule, a.severity)] = counts2.get((a.rule, a.severity), 0) + 1
+        for rule in self.engine.rules:
+            firing.add_metric([rule.name, rule.severity], counts2.get((rule.name, rule.severity), 0))
+        yield firing
+
+    def _jobs(self, agg):
+        """The latest loss and throughput of running jobs only (finished jobs would grow the label set
+        without bound; their curves stay available through QueryJobMetrics)."""
+        loss = GaugeMetricFamily("mlmesh_job_loss", "Latest reported training loss", labels=["team", "job"])
+        tps = GaugeMetricFamily(
+            "mlmesh_job_tokens_per_second", "Latest reported training throughput", labels=["team", "job"]
+        )
+        for job in agg.jobs.values():
+            if job.state != RUNNING:
+                continue
+            if job.series.get("loss"):
+                loss.add_metric([job.team, job.job_id], job.series["loss"][-1][2])
+            if job.series.get("tokens_per_second"):
+                tps.add_metric([job.team, job.job_id], job.series["tokens_per_second"][-1][2])
+        return loss, tps
