@@ -21,6 +21,7 @@ from mlmesh.api.storage.v1 import (
     storage_service_pb2_grpc,
 )
 from mlmesh.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from mlmesh.common.tracing import traced_aio_channel
 
 RPC_TIMEOUT_S = 60.0
 DIRECT = storage_service_pb2.DirectAccessMethod
@@ -36,7 +37,7 @@ def _map(err: grpc.aio.AioRpcError, what: str, field: str) -> Exception:
 
 class StorageClient:
     def __init__(self, address: str, token: str):
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = traced_aio_channel(address)  # calls on a job's path join its trace
         self.storage = storage_service_pb2_grpc.StorageServiceStub(self._channel)
         self.registry = model_registry_service_pb2_grpc.ModelRegistryServiceStub(self._channel)
         self._meta = (("authorization", f"Bearer {token}"),)

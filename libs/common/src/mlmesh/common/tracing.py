@@ -93,6 +93,27 @@ def job_context(traceparent: str, job_id: str, team: str) -> Context:
     return baggage.set_baggage(TEAM, team, context=ctx)
 
 
+def is_sampled(traceparent: str) -> bool:
+    """Whether a W3C traceparent (`00-<trace>-<span>-<flags>`) asks for its trace to be recorded."""
+    parts = traceparent.split("-")
+    try:
+        return len(parts) == 4 and bool(int(parts[3], 16) & 1)
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def job_span(name: str, traceparent: str, job_id: str, team: str, attributes: dict | None = None):
+    """A span of a job's later work under its submission's trace; nothing when the submission was
+    not sampled. The job context stays current inside, so calls made there carry it on."""
+    if not is_sampled(traceparent):
+        yield None
+        return
+    ctx = job_context(traceparent, job_id, team)
+    with attached(ctx), tracer.start_as_current_span(name, context=ctx, attributes=attributes) as span:
+        yield span
+
+
 def tag(**attributes: str | int | float | bool) -> None:
     """Set attributes on the current span if it is recording (keys: `job_id` -> `mlmesh.job_id`)."""
     span = trace.get_current_span()

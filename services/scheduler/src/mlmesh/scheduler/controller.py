@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2
 from mlmesh.api.trainer.v1 import run_pb2
+from mlmesh.common import tracing
 from mlmesh.common.clock import ts_ns
 from mlmesh.common.errors import Conflict, FailedPrecondition, MlmeshError, NotFound, Unavailable
 from mlmesh.common.events import Event, EventPublisher
@@ -45,6 +47,30 @@ COALESCE_S = 0.01
 
 def child_job_id(parent_id: str, step: str) -> str:
     return f"{parent_id}-{step}"
+
+
+def _job_span(name: str, job: job_pb2.Job, attributes_of: Callable[..., dict], *args):
+    """A span under the job's submission; nothing (not even its attributes) when the submission
+    was not traced."""
+    if not tracing.is_sampled(job.status.traceparent):
+        return contextlib.nullcontext()
+    return tracing.job_span(name, job.status.traceparent, job.meta.id, job.meta.team, attributes_of(job, *args))
+
+
+def _run_attributes(job: job_pb2.Job) -> dict:
+    return {"mlmesh.attempt": job.status.attempt}
+
+
+def _admit_attributes(job: job_pb2.Job, placement) -> dict:
+    """What an admission span tells: how long the job waited in its queue, and where it goes."""
+    waited_ns = time.time_ns() - ts_ns(job.status.last_transition_time)
+    return {
+        "mlmesh.queue": job.spec.queue,
+        "mlmesh.attempt": job.status.attempt,
+        "mlmesh.queue_wait_s": round(max(0, waited_ns) / 1e9, 3),
+        "mlmesh.world_size": placement.world_size,
+        "mlmesh.nodes": len(placement.nodes),
+    }
 
 
 class Controller:
@@ -323,7 +349,9 @@ class Controller:
 
             nodes = len(adm.placement.assignments)
             msg = f"{placement.world_size} workers on {nodes} node{'s' * (nodes != 1)} ({adm.placement.level.name})"
-            if not await self._try_move(job, states.ADMITTED, "Admitted", msg, edit=edit):
+            with _job_span("scheduler.admit", job, _admit_attributes, placement):
+                moved = await self._try_move(job, states.ADMITTED, "Admitted", msg, edit=edit)
+            if not moved:
                 return  # state moved under us: the next cycle starts from the new state
         for pre in result.preempted:
             victim = self.jobs.items.get(pre.victim_id)
@@ -361,7 +389,10 @@ class Controller:
             if self._dispatch_after.get(job.meta.id, 0) > now:
                 continue
             try:
-                run_id = await self.trainer.start_run(job)
+                with _job_span("scheduler.start_run", job, _run_attributes) as span:
+                    run_id = await self.trainer.start_run(job)
+                    if span is not None:
+                        span.set_attribute("mlmesh.run_id", run_id)
             except Exception as exc:
                 log.warning("StartRun for %s failed (%s); retrying", job.meta.id, exc)
                 self._dispatch_after[job.meta.id] = now + 2.0

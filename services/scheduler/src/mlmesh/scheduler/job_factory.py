@@ -102,4 +102,5 @@ def build_child(parent: job_pb2.Job, step: job_pb2.PipelineStep) -> job_pb2.Job:
     child = new_job(child_spec(parent, step), f"{parent.meta.id}-{step.name}", parent.meta.created_by)
     child.parent_job_id = parent.meta.id
     child.pipeline_step = step.name
+    child.status.traceparent = parent.status.traceparent  # one trace for the whole pipeline
     return child

@@ -15,6 +15,7 @@ from google.protobuf import field_mask_pb2
 from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2, scheduler_service_pb2_grpc
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as api
+from mlmesh.common import tracing
 from mlmesh.common.auth import ROLE_ADMIN, ROLE_DEVELOPER, Identity, current_identity
 from mlmesh.common.clock import ts_ns
 from mlmesh.common.errors import (
@@ -108,6 +109,9 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgument(f"invalid job spec: {len(violations)} problem(s)", violations)
         self._check_never_fits(spec)
         job = new_job(spec, new_job_id(spec.team, request.request_id), ident.subject)
+        tracing.tag(job_id=job.meta.id, team=spec.team)
+        # The job's later work (admission, its runs and workers) continues this trace.
+        job.status.traceparent = tracing.current_traceparent()
         if request.dry_run:
             return api.SubmitJobResponse(job=job)
         try:

@@ -14,23 +14,27 @@ import socket
 import time
 from pathlib import Path
 
+from opentelemetry.trace import StatusCode
+
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.storage.v1 import model_registry_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
+from mlmesh.common import tracing
 from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import AlreadyExists, Conflict, DeadlineExceeded, MlmeshError, NotFound, Unavailable
 from mlmesh.common.events import EventPublisher
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.storage_client import StorageClient
+from mlmesh.common.tracing import TRACEPARENT_ENV
 from mlmesh.trainer import preparation
 from mlmesh.trainer.adapters import metrics
 from mlmesh.trainer.domain import failures, runs
 from mlmesh.trainer.domain.failures import Failure
 from mlmesh.trainer.executors.base import LaunchSpec, RankLaunch, WorkerExit
 from mlmesh.trainer.settings import TrainerSettings
-from mlmesh.trainer.worker.config import TOKEN_ENV, WorkerConfig
+from mlmesh.trainer.worker.config import OTLP_ENV, TOKEN_ENV, WorkerConfig
 from mlmesh.trainer.worker.reporter import subject as report_subject
 
 log = logging.getLogger(__name__)
@@ -138,6 +142,9 @@ class RunController:
         active.revision = revision
         self.active[run_id] = active
         await active.publish_state(R.RUN_STATE_UNSPECIFIED)
+        # The run's span is a child of this StartRun's: its spans and calls, and its workers',
+        # join the job's trace.
+        active.traceparent = tracing.current_traceparent()
         active.task = asyncio.create_task(active.main(), name=f"run-{run_id}")
         return run
 
@@ -156,6 +163,7 @@ class ActiveRun:
         self.run = run
         self.revision = 0
         self.resume_artifact = resume
+        self.traceparent = ""  # of the StartRun that began it: the parent of its spans
         self.task: asyncio.Task | None = None
         self.group = None
         self.heartbeats: dict[int, float] = {}
@@ -297,8 +305,16 @@ class ActiveRun:
             self.stop_seen.set()
 
     async def main(self) -> None:
+        attributes = {"mlmesh.run_id": self.run.run_id, "mlmesh.attempt": self.run.attempt}
+        with tracing.job_span("trainer.run", self.traceparent, self.run.job_id, self.run.team, attributes) as span:
+            await self._main()
+            if span is not None and self.run.state == R.RUN_STATE_FAILED:
+                span.set_status(StatusCode.ERROR, self.run.reason)
+
+    async def _main(self) -> None:
         try:
-            spec = await self.prepare()
+            with tracing.child_span("trainer.prepare"):
+                spec = await self.prepare()
             if self.stop_request is not None:
                 await self._finish_stop()
                 return
@@ -353,7 +369,7 @@ class ActiveRun:
             # `-m` puts the working directory first on sys.path; a `triton/` there (`mlmesh up`'s
             # state dir has one) shadows the real package and torch fails to import.
             env["PYTHONSAFEPATH"] = "1"
-            if self.c.storage is not None:
+            if self.c.storage is not None or self.c.settings.otlp_endpoint:
                 secret[TOKEN_ENV] = self.c.token
             if not any(r.device_ids for r in ranks):
                 # CPU ranks share the host's cores; unbounded, every rank spawns one thread per core.
@@ -424,10 +440,20 @@ class ActiveRun:
         spec.master_port = free_port() if spec.master_addr == "127.0.0.1" else random.randint(20000, 40000)
         self.heartbeats.clear()
         self.result = None
-        self.group = await self.c.executor.launch(spec)
+        with tracing.child_span("trainer.launch", attributes={"mlmesh.world_size": spec.world_size}):
+            self._trace_workers(spec)
+            self.group = await self.c.executor.launch(spec)
         self.launched_at = time.monotonic()
         self.run.resumed_from_checkpoint = self.resume_artifact
         await self.save()
+
+    def _trace_workers(self, spec: LaunchSpec) -> None:
+        """Workers continue this launch's span when the trainer exports spans."""
+        spec.env.pop(TRACEPARENT_ENV, None)
+        traceparent = tracing.current_traceparent()
+        if self.c.settings.otlp_endpoint and tracing.is_sampled(traceparent):
+            spec.env[TRACEPARENT_ENV] = traceparent
+            spec.env[OTLP_ENV] = self.c.settings.otlp_endpoint
 
     def _set_resume(self, spec: LaunchSpec) -> None:
         if self.kind not in runs.TRAINER_KINDS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.trainer.v1 import run_pb2, trainer_service_pb2_grpc
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
+from mlmesh.common import tracing
 from mlmesh.common.auth import ROLE_SERVICE, current_identity
 from mlmesh.common.errors import InvalidArgument, NotFound
 from mlmesh.common.events import is_token
@@ -68,6 +69,7 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
     async def StartRun(self, request, context) -> api.StartRunResponse:
         current_identity().require_role(ROLE_SERVICE)
         validate_start(request)
+        tracing.tag(job_id=request.job_id, team=request.team, attempt=request.attempt)
         run = await self.controller.start_run(request)
         return api.StartRunResponse(run=run)
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import grpc
-
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.trainer.v1 import trainer_service_pb2, trainer_service_pb2_grpc
+from mlmesh.common import tracing
 
 RPC_TIMEOUT_S = 10.0
 
 
 class TrainerClient:
     def __init__(self, address: str, token: str):
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = tracing.traced_aio_channel(address)  # StartRun carries the job's trace
         self._stub = trainer_service_pb2_grpc.TrainerServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
 

@@ -39,11 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="worker config JSON written by the trainer")
     args = parser.parse_args(argv)
     from mlmesh.trainer.worker.config import WorkerConfig
+    from mlmesh.trainer.worker.tracing import RankTrace
     from mlmesh.trainer.worker.train import Worker
 
     worker = None
+    traced = RankTrace()
     try:
-        worker = Worker(WorkerConfig.load(args.config))
+        cfg = WorkerConfig.load(args.config)
+        traced.start(cfg)
+        worker = Worker(cfg)
         worker.setup()
         return worker.run()
     except BaseException as exc:  # classified into an exit status the controller understands
@@ -52,12 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         code = exit_code_for(exc)
         print(f"mlmesh worker rank {os.environ.get('RANK', '?')} failed: exit {code}", file=sys.stderr, flush=True)
+        traced.fail(exc, code)
+        traced.close()  # os._exit below skips every finally: send the spans now
         # Skip interpreter teardown: peers may be stuck in a collective that would hang it.
         sys.stderr.flush()
         os._exit(code)
     finally:
         if worker is not None and getattr(worker, "reporter", None) is not None:
             worker.close()
+        traced.close()
 
 
 if __name__ == "__main__":

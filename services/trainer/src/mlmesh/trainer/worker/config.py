@@ -1,6 +1,7 @@
 """What a worker is told to do: a JSON file the controller writes, read once at start.
 
-Secrets are not in it: the storage token comes in the environment (MLMESH_WORKER_TOKEN)."""
+Secrets are not in it: the storage token comes in the environment (MLMESH_WORKER_TOKEN), and so
+does the trace context (TRACEPARENT, MLMESH_WORKER_OTLP_ENDPOINT)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 TOKEN_ENV = "MLMESH_WORKER_TOKEN"
+# Where the worker sends its spans (the trainer's own OTLP endpoint); unset: the worker records none.
+# The token (TOKEN_ENV) authenticates the export; TRACEPARENT names the run's span as the parent.
+OTLP_ENV = "MLMESH_WORKER_OTLP_ENDPOINT"
 
 
 @dataclass

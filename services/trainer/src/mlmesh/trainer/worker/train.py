@@ -20,6 +20,7 @@ from mlmesh.trainer.domain import schedule
 from mlmesh.trainer.worker import checkpoint, data, modeling
 from mlmesh.trainer.worker.config import TOKEN_ENV, WorkerConfig
 from mlmesh.trainer.worker.reporter import Reporter
+from mlmesh.trainer.worker.tracing import phase
 
 DEFAULT_LR = {"FULL": 5e-5, "LORA": 2e-4, "QLORA": 2e-4}
 DEFAULT_SEQ = {modeling.CLASSIFICATION: 128, modeling.GENERATION: 512}
@@ -229,8 +230,10 @@ class Worker:
             token = os.environ.get(TOKEN_ENV, "")
             self.link = StorageLink(self.cfg.storage_address, token, self.cfg.team, self.cfg.job_id, self.cfg.run_id)
         self.committer = checkpoint.Committer(self.link, self.reporter, self.cfg.async_checkpoint)
-        self._load_data()
-        self._build_engine()
+        with phase("load_data"):
+            self._load_data()
+        with phase("load_model", model=self.cfg.model, method=self.method):
+            self._build_engine()
 
     def _load_data(self) -> None:
         self.tokenizer = modeling.load_tokenizer(self.cfg.model)
@@ -347,7 +350,19 @@ class Worker:
         return int(state["step"])
 
     def run(self) -> int:
-        start = self.resume()
+        with phase("resume"):
+            start = self.resume()
+        with phase("train", start_step=start, total_steps=self.total_steps):
+            step, metrics = self._train(start)
+        if metrics is None:  # stopped on request, after a checkpoint
+            return 0
+        with phase("finish", step=step):
+            self.finish(step, metrics)
+        return 0
+
+    def _train(self, start: int) -> tuple[int, dict[str, float] | None]:
+        """The training loop from `start`: the last step, and the metrics for `finish` (None when
+        it stopped on request)."""
         flops_per_token = (4 if self.method in ("LORA", "QLORA") else 6) * self.total_params
         ck_every = self.cfg.checkpoint_every_n_steps
         ck_secs = self.cfg.checkpoint_every_s
@@ -414,14 +429,13 @@ class Worker:
                 self.committer.wait()
                 if self.rank == 0:
                     self.reporter.send("stopped", {"step": step, "checkpoint": self._latest()})
-                return 0
+                return step, None
         loss = last["loss"]
         metrics["loss"] = loss
         if self.eval is not None:
             metrics.update(self.evaluate())
         self.committer.wait()
-        self.finish(step, metrics)
-        return 0
+        return step, metrics
 
     def _batches(self, step: int) -> list[tuple[dict[str, torch.Tensor], int]]:
         """This rank's micro-batches of optimizer step `step` (0-based), already on the device."""
@@ -462,6 +476,10 @@ class Worker:
         )
 
     def save(self, step: int, loss: float) -> None:
+        with phase("checkpoint", step=step):
+            self._save(step, loss)
+
+    def _save(self, step: int, loss: float) -> None:
         self.committer.wait()  # one commit in flight; also surfaces a failed background commit
         state = {
             "step": step,

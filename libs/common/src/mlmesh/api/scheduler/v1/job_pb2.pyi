@@ -437,7 +437,7 @@ class JobOutputs(_message.Message):
     def __init__(self, model_artifact_id: _Optional[str] = ..., checkpoint_artifact_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., deployment_name: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("state", "reason", "message", "failure_class", "attempt", "preemption_count", "admit_time", "start_time", "finish_time", "last_transition_time", "next_retry_time", "placement", "run_id", "borrowing", "outputs", "steps", "history")
+    __slots__ = ("state", "reason", "message", "failure_class", "attempt", "preemption_count", "admit_time", "start_time", "finish_time", "last_transition_time", "next_retry_time", "placement", "run_id", "borrowing", "outputs", "steps", "history", "traceparent")
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -455,6 +455,7 @@ class JobStatus(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     state: JobState
     reason: str
     message: str
@@ -472,7 +473,8 @@ class JobStatus(_message.Message):
     outputs: JobOutputs
     steps: _containers.RepeatedCompositeFieldContainer[PipelineStepStatus]
     history: _containers.RepeatedCompositeFieldContainer[JobTransition]
-    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., attempt: _Optional[int] = ..., preemption_count: _Optional[int] = ..., admit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_transition_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., run_id: _Optional[str] = ..., borrowing: _Optional[bool] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[PipelineStepStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[JobTransition, _Mapping]]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., attempt: _Optional[int] = ..., preemption_count: _Optional[int] = ..., admit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_transition_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., run_id: _Optional[str] = ..., borrowing: _Optional[bool] = ..., outputs: _Optional[_Union[JobOutputs, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[PipelineStepStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[JobTransition, _Mapping]]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("meta", "spec", "status", "parent_job_id", "pipeline_step")
