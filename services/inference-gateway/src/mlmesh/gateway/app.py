@@ -14,6 +14,7 @@ from mlmesh.api.gateway.v1 import deployment_pb2, deployment_service_pb2, deploy
 from mlmesh.common.grpc_server import Runtime, StartupError
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.storage_client import StorageClient
+from mlmesh.common.telemetry import HttpMetrics, instrument_fastapi
 from mlmesh.gateway import grpc_front
 from mlmesh.gateway.backends import BackendPool, TritonBackend
 from mlmesh.gateway.cache import GuardedValkey, ResultCache
@@ -22,7 +23,6 @@ from mlmesh.gateway.deployment_servicer import DeploymentServicer
 from mlmesh.gateway.deployments import DeploymentController
 from mlmesh.gateway.domain.breaker import CircuitBreaker
 from mlmesh.gateway.domain.retry_budget import RetryBudget
-from mlmesh.common.telemetry import HttpMetrics
 from mlmesh.gateway.http_front import HttpFront, create_app
 from mlmesh.gateway.rate_limit import RateLimiter
 from mlmesh.gateway.repository import ModelRepository
@@ -116,6 +116,8 @@ async def register(runtime: Runtime) -> Iterable[str]:
         cached=cached,
         router=router,
     )
+    if settings.otlp_endpoint:  # HTTP server spans cost every request: only when traces go somewhere
+        instrument_fastapi(app)
     host = settings.http_host or settings.host
     try:
         asgi = HttpMetrics(settings.service_name).middleware(app) if settings.metrics_port >= 0 else app

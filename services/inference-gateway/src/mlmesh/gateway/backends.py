@@ -18,8 +18,11 @@ from dataclasses import dataclass
 
 import aiohttp
 import grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from mlmesh.common import tracing
 from mlmesh.common.errors import DeadlineExceeded, Unavailable
 from mlmesh.gateway.domain.balancer import LeastOutstanding
 from mlmesh.gateway.domain.breaker import CircuitBreaker
@@ -224,8 +227,17 @@ class BackendPool:
         `BackendError`, an unreachable pool as `Unavailable`."""
 
         async def once(backend: TritonBackend, remaining: float):
+            with tracing.child_span(f"triton {method}", SpanKind.CLIENT, {"server.address": backend.grpc_url}) as span:
+                # Triton continues the trace when it traces (its --trace-config mode=opentelemetry).
+                metadata = tuple(tracing.outgoing_headers().items()) if span is not None else None
+                return await grpc_once(backend, remaining, metadata)
+
+        async def grpc_once(backend: TritonBackend, remaining: float, metadata):
             try:
-                reply = await getattr(backend.stub, method)(request, timeout=remaining)
+                rpc = getattr(backend.stub, method)
+                reply = await (
+                    rpc(request, timeout=remaining, metadata=metadata) if metadata else rpc(request, timeout=remaining)
+                )
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code is grpc.StatusCode.UNAVAILABLE:
@@ -250,10 +262,16 @@ class BackendPool:
         its status, an unreachable pool as `Unavailable`."""
 
         async def once(backend: TritonBackend, remaining: float) -> HttpResponse:
+            attributes = {"server.address": backend.http_url, "url.path": path}
+            with tracing.child_span(f"triton HTTP {method}", SpanKind.CLIENT, attributes) as span:
+                sent = {**headers, **tracing.outgoing_headers()} if span is not None else dict(headers)
+                return await http_once(backend, remaining, sent)
+
+        async def http_once(backend: TritonBackend, remaining: float, sent: dict[str, str]) -> HttpResponse:
             try:
                 client_timeout = aiohttp.ClientTimeout(total=remaining)
                 async with backend.session.request(
-                    method, backend.http_url + path, headers=dict(headers), data=body, timeout=client_timeout
+                    method, backend.http_url + path, headers=sent, data=body, timeout=client_timeout
                 ) as response:
                     result = HttpResponse(response.status, dict(response.headers), await response.read())
             except aiohttp.ClientConnectorError:
@@ -287,6 +305,10 @@ class BackendPool:
         `BackendError`)."""
         deadline = self._clock() + timeout
         self._budget.deposit()
+        # No span of its own (a span cannot stay current across an async generator's yields):
+        # the stream continues the caller's trace at Triton.
+        recording = trace.get_current_span().is_recording()
+        trace_metadata = tuple(tracing.outgoing_headers().items()) if recording else None
         feed = _RequestFeed(requests)
         tried: set[TritonBackend] = set()
         attempt = 0
@@ -299,7 +321,12 @@ class BackendPool:
                 answered, settled = False, False
                 call = writer = None
                 try:
-                    call = backend.stub.ModelStreamInfer(timeout=self._remaining(deadline))
+                    remaining = self._remaining(deadline)
+                    call = (
+                        backend.stub.ModelStreamInfer(timeout=remaining, metadata=trace_metadata)
+                        if trace_metadata
+                        else backend.stub.ModelStreamInfer(timeout=remaining)
+                    )
                     writer = asyncio.create_task(_write_all(call, feed), name=f"stream to {backend.grpc_url}")
                     async for response in call:
                         if not answered:

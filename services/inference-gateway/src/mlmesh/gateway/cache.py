@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import valkey.asyncio as valkey
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 from valkey.backoff import NoBackoff
 from valkey.retry import Retry
 
+from mlmesh.common import tracing
 from mlmesh.gateway.domain.breaker import CircuitBreaker
 
 log = logging.getLogger("mlmesh.gateway.cache")
@@ -32,6 +34,7 @@ CACHE_REQUESTS = Counter(
 CACHE_ERRORS = Counter("mlmesh_gateway_cache_errors_total", "valkey calls that failed or timed out")
 
 ERROR_LOG_INTERVAL_S = 60.0
+_DB = {"db.system": "valkey"}  # keys are never span attributes: they hash the caller's input
 
 
 class Unreachable(Exception):
@@ -115,23 +118,31 @@ class ResultCache:
         if not self.store.breaker.allows():
             CACHE_REQUESTS.labels("bypass").inc()
             return None
-        try:
-            value = await self.store.call("get", lambda c: c.get(key))
-        except Unreachable:
-            CACHE_REQUESTS.labels("miss").inc()
-            return None
-        CACHE_REQUESTS.labels("hit" if value is not None else "miss").inc()
-        return value
+        with tracing.child_span("cache get", SpanKind.CLIENT, _DB) as span:
+            try:
+                value = await self.store.call("get", lambda c: c.get(key))
+            except Unreachable:
+                CACHE_REQUESTS.labels("miss").inc()
+                if span is not None:
+                    span.set_attributes({"mlmesh.cache_hit": False, "mlmesh.cache_error": True})
+                return None
+            CACHE_REQUESTS.labels("hit" if value is not None else "miss").inc()
+            if span is not None:
+                span.set_attribute("mlmesh.cache_hit", value is not None)
+            return value
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
         ttl = self.default_ttl_s if ttl_s is None else ttl_s
         if self.store is None or ttl <= 0:
             return False
-        try:
-            await self.store.call("set", lambda c: c.set(key, value, px=max(1, int(ttl * 1000))))
-        except Unreachable:
-            return False
-        return True
+        with tracing.child_span("cache set", SpanKind.CLIENT, _DB) as span:
+            try:
+                await self.store.call("set", lambda c: c.set(key, value, px=max(1, int(ttl * 1000))))
+            except Unreachable:
+                if span is not None:
+                    span.set_attribute("mlmesh.cache_error", True)
+                return False
+            return True
 
     @staticmethod
     def bypass() -> None:

@@ -12,6 +12,7 @@ import contextlib
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from mlmesh.common import tracing
 from mlmesh.common.auth import current_identity
 from mlmesh.common.errors import TooLarge
 from mlmesh.gateway.backends import BackendError, BackendPool
@@ -54,6 +55,7 @@ class _Call:
     def __init__(self, router: Router, model: str, version: str, context: grpc.aio.ServicerContext):
         self.model = model
         self.team = current_identity().team
+        tracing.tag(team=self.team, model=model)
         self.route: Route = router.route(self.team, model, version, metadata_reader(context))
         self.triton = self.route.triton
         self.version = self.route.version

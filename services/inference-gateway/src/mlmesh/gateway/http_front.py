@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from mlmesh.common import tracing
 from mlmesh.common.auth import Identity, TokenVerifier
 from mlmesh.common.errors import MlmeshError, TooLarge
 from mlmesh.common.http import bearer_auth, install_error_handlers
@@ -150,6 +151,7 @@ def create_app(
 
     async def forward(request: Request, identity: Identity, model: str, version: str, suffix: str) -> Response:
         route = router.route(identity.team, model, version, request.headers.get)
+        tracing.tag(team=identity.team, model=model)
         with router.track(route):
             return await forward_route(request, route, suffix)
 
