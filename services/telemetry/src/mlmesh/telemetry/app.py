@@ -3,6 +3,7 @@ the aggregates on `/metrics`, and TelemetryService."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from mlmesh.telemetry.ingest import Ingest
 from mlmesh.telemetry.scraper import Scraper
 from mlmesh.telemetry.servicer import TelemetryServicer
 from mlmesh.telemetry.settings import TelemetrySettings
+from mlmesh.telemetry.traces import TraceStore, get_trace, register_trace_receiver
 
 log = logging.getLogger("mlmesh.telemetry")
 SERVICE_NAME = telemetry_service_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name
@@ -64,13 +66,17 @@ async def register(runtime: Runtime) -> Iterable[str]:
         REGISTRY.register(collector)
         runtime.on_shutdown.append(_unregister(collector))
 
-    servicer = TelemetryServicer(ingest, engine, history_s=settings.history_s)
+    traces = TraceStore()  # the local OTLP receiver's recent traces, for GetTrace
+    receiver = register_trace_receiver(runtime, traces)
+    servicer = TelemetryServicer(
+        ingest, engine, traces=functools.partial(get_trace, traces), history_s=settings.history_s
+    )
     telemetry_service_pb2_grpc.add_TelemetryServiceServicer_to_server(servicer, runtime.server)
     log.info(
         "telemetry ready",
         extra={"rules": len(rules), "scrape_targets": len(scraper.targets), "jobs": len(agg.jobs)},
     )
-    return [SERVICE_NAME]
+    return [SERVICE_NAME, receiver]
 
 
 def _unregister(collector):
