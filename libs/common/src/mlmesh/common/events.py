@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
+from prometheus_client import Counter
 
 from mlmesh.common.errors import InvalidArgument, Unavailable
 
@@ -40,6 +41,10 @@ DAY_S = 24 * 3600.0
 _TOKEN = re.compile(r"^[a-z0-9_-]{1,128}$")
 
 M = TypeVar("M", bound=Message)
+
+# `type` is the event's proto name without the package: a small, fixed set of label values.
+PUBLISHED = Counter("mlmesh_events_published_total", "Events published", ["source", "type", "outcome"])
+CONSUMED = Counter("mlmesh_events_consumed_total", "Events handled by a consumer", ["consumer", "type", "outcome"])
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,14 @@ class EventPublisher:
             event_id=event_id or uuid.uuid4().hex,
         )
         payload = json_format.MessageToJson(data, indent=None, preserving_proto_field_name=False).encode()
-        return await self._js.publish(nats_subject, payload, headers=headers, timeout=timeout_s)
+        kind = data.DESCRIPTOR.name
+        try:
+            ack = await self._js.publish(nats_subject, payload, headers=headers, timeout=timeout_s)
+        except Exception:
+            PUBLISHED.labels(self._source, kind, "error").inc()
+            raise
+        PUBLISHED.labels(self._source, kind, "duplicate" if getattr(ack, "duplicate", False) else "ok").inc()
+        return ack
 
 
 def build_headers(*, source: str, event_type: str, ce_subject: str, event_id: str) -> dict[str, str]:
@@ -282,8 +294,10 @@ class Consumer(Generic[M]):
             event = decode_event(msg, self._type)
         except Exception:
             log.error("undecodable event on %s; terminating it", msg.subject, exc_info=True)
+            CONSUMED.labels(self._durable, "unknown", "undecodable").inc()
             await msg.term()
             return
+        kind = self._type.DESCRIPTOR.name
         parent = propagate.extract(event.headers)
         with tracer.start_as_current_span(
             f"consume {self._filter}", context=parent, kind=trace.SpanKind.CONSUMER
@@ -300,6 +314,8 @@ class Consumer(Generic[M]):
                     delay,
                     exc_info=True,
                 )
+                CONSUMED.labels(self._durable, kind, "retry").inc()
                 await msg.nak(delay=delay)
                 return
         await msg.ack()
+        CONSUMED.labels(self._durable, kind, "ok").inc()

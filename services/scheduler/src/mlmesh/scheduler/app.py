@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterable
 
 from nats.js.api import DeliverPolicy
+from prometheus_client import REGISTRY
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
@@ -24,6 +25,7 @@ from mlmesh.scheduler.adapters.store import SchedulerStore
 from mlmesh.scheduler.adapters.trainer_client import TrainerClient
 from mlmesh.scheduler.controller import Controller
 from mlmesh.scheduler.job_factory import DEFAULT_PRIORITY_CLASSES
+from mlmesh.scheduler.metrics import SchedulerCollector
 from mlmesh.scheduler.servicer import SchedulerServicer
 from mlmesh.scheduler.settings import SchedulerSettings
 
@@ -49,6 +51,14 @@ async def register(runtime: Runtime) -> Iterable[str]:
     for index in (jobs, queues, classes):
         await index.start()
         runtime.on_shutdown.append(index.stop)
+    if settings.metrics_port >= 0:
+        collector = SchedulerCollector(jobs)
+        REGISTRY.register(collector)
+
+        async def unregister() -> None:
+            REGISTRY.unregister(collector)
+
+        runtime.on_shutdown.append(unregister)
     if settings.inventory_file:
         inventory = FileInventory(settings.inventory_file)
     else:

@@ -8,8 +8,6 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from mlmesh.telemetry.domain.aggregates import RUNNING
-
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
@@ -54,7 +52,6 @@ class AggregatesCollector(Collector):
             cumulative.append(("+Inf", len(values)))
             waits.add_metric([team], cumulative, sum(values))
         yield from (hours, in_use, util, outcomes, waits)
-        yield from self._jobs(agg)
         nodes = GaugeMetricFamily("mlmesh_node_ready", "1 while a node is Ready", labels=["node"])
         for node, (state, _reason, _since) in sorted(agg.nodes.items()):
             nodes.add_metric([node], 1.0 if state == 1 else 0.0)
@@ -67,19 +64,3 @@ class AggregatesCollector(Collector):
         for rule in self.engine.rules:
             firing.add_metric([rule.name, rule.severity], counts2.get((rule.name, rule.severity), 0))
         yield firing
-
-    def _jobs(self, agg):
-        """The latest loss and throughput of running jobs only (finished jobs would grow the label set
-        without bound; their curves stay available through QueryJobMetrics)."""
-        loss = GaugeMetricFamily("mlmesh_job_loss", "Latest reported training loss", labels=["team", "job"])
-        tps = GaugeMetricFamily(
-            "mlmesh_job_tokens_per_second", "Latest reported training throughput", labels=["team", "job"]
-        )
-        for job in agg.jobs.values():
-            if job.state != RUNNING:
-                continue
-            if job.series.get("loss"):
-                loss.add_metric([job.team, job.job_id], job.series["loss"][-1][2])
-            if job.series.get("tokens_per_second"):
-                tps.add_metric([job.team, job.job_id], job.series["tokens_per_second"][-1][2])
-        return loss, tps
