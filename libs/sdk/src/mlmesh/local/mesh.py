@@ -54,7 +54,8 @@ SERVICES = (
     ServiceSpec("fabric", "fabric"),
     ServiceSpec("storage", "storage"),
     # Storage for datasets, checkpoints and the registry; the fabric for the placed nodes' devices.
-    ServiceSpec("trainer", "trainer", needs=("storage", "fabric")),
+    # Telemetry is the job path's trace receiver: the trainer and the scheduler export to it.
+    ServiceSpec("trainer", "trainer", needs=("storage", "fabric", "telemetry")),
     # Storage's registry is what deployments are made from.
     ServiceSpec("inference-gateway", "gateway", needs=("storage",)),
     # It scrapes the gateway's /metrics for the inference-latency alert.
@@ -166,6 +167,8 @@ def _service_env(
         )
     for name in svc.needs:
         env[f"{p}{name.upper().replace('-', '_')}_ADDRESS"] = services[name]["grpc"]
+    if "telemetry" in services:  # started after the receiver: its spans go there
+        env[f"{p}OTLP_ENDPOINT"] = services["telemetry"]["grpc"]
     if svc.module == "telemetry":
         env[f"{p}SCRAPE_TARGETS"] = services["inference-gateway"]["metrics_url"]
     if svc.module == "trainer":
