@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlmesh.common.auth import TokenVerifier
 from mlmesh.local.mesh import SERVICES, grpc_healthy, recorded_pids
@@ -32,6 +33,48 @@ def _reflected_services(target: str) -> set[str]:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         return {s.name for reply in replies for s in reply.list_services_response.service}
+
+
+# What each service must export (families as Prometheus' parser names them: counters without _total).
+EXPECTED_FAMILIES = {
+    "*": {"mlmesh_rpc_requests", "mlmesh_rpc_duration_seconds", "mlmesh_events_published", "mlmesh_events_consumed"},
+    "scheduler": {"mlmesh_scheduler_queue_depth", "mlmesh_scheduler_jobs", "mlmesh_scheduler_oldest_pending_seconds"},
+    "trainer": {"mlmesh_training_tokens_per_second", "mlmesh_training_loss", "mlmesh_trainer_restarts"},
+    "inference-gateway": {
+        "mlmesh_http_request_duration_seconds",
+        "mlmesh_gateway_cache_requests",
+        "mlmesh_gateway_first_token_seconds",
+    },
+    "telemetry": {"mlmesh_team_gpu_hours", "mlmesh_team_queue_wait_seconds", "mlmesh_alerts_firing"},
+    "fabric-agent": {
+        "mlmesh_gpu_utilization_ratio",
+        "mlmesh_gpu_memory_used_bytes",
+        "mlmesh_node_cpu_utilization_ratio",
+    },
+}
+
+
+def scrape_families(endpoints: dict) -> dict[str, dict]:
+    """Every service's /metrics, parsed by prometheus_client's own parser (which rejects bad text)."""
+    out = {}
+    for name, ep in endpoints["services"].items():
+        with urllib.request.urlopen(ep["metrics_url"], timeout=5) as reply:
+            text = reply.read().decode()
+        out[name] = {f.name: f for f in text_string_to_metric_families(text)}
+    return out
+
+
+def check_metrics(endpoints: dict) -> None:
+    families = scrape_families(endpoints)
+    for name, fams in families.items():
+        missing = (EXPECTED_FAMILIES["*"] | EXPECTED_FAMILIES.get(name, set())) - set(fams)
+        assert not missing, f"{name} does not export {sorted(missing)}"
+        # The health checks that `up` made are counted, by method and code.
+        calls = [s for s in fams["mlmesh_rpc_requests"].samples if s.name.endswith("_total")]
+        assert any(s.labels["method"].endswith("Health/Check") and s.labels["code"] == "OK" for s in calls), name
+    # The agent's host sample is real (CPU-only here, so no GPU series; the GPU path is measured on a GPU).
+    agent = families["fabric-agent"]
+    assert agent["mlmesh_node_memory_used_bytes"].samples[0].value > 0
 
 
 @pytest.fixture
@@ -61,6 +104,8 @@ def test_up_status_down_leaves_nothing_behind(mesh_dir: Path):
     http_url = endpoints["services"]["inference-gateway"]["http_url"]
     with urllib.request.urlopen(f"{http_url}/v2/health/live", timeout=5) as reply:
         assert reply.status == 200
+
+    check_metrics(endpoints)
 
     # The admin token verifies against the public key the services were given.
     verifier = TokenVerifier(public_key=Path(endpoints["auth"]["public_key"]).read_bytes())
