@@ -182,7 +182,7 @@ def test_node_alert_fires_and_resolves_exactly_once_across_a_telemetry_restart(m
         "MLMESH_FABRIC_",
         ["-m", "mlmesh.fabric"],
         heartbeat_interval_s=1,
-        missed_heartbeats=3,
+        missed_heartbeats=5,  # a loaded CI machine may delay a heartbeat or two
         lease_ttl_s=3,
     )
     mesh.start(

@@ -188,3 +188,18 @@ def test_histogram_quantile_matches_prometheus():
     assert histogram_quantile(0.99, [(0.1, 0.0), (math.inf, 10.0)]) == 0.1
     # A scrape after a restart (counts went down) counts from zero, not negative.
     assert bucket_delta({0.1: 3.0, math.inf: 3.0}, {0.1: 10.0, math.inf: 12.0}) == [(0.1, 3.0), (math.inf, 3.0)]
+
+
+def test_counters_for_metrics_never_drop_when_the_windows_are_pruned():
+    agg = Aggregates(retention_s=H)
+    _run(agg, "j", "alpha", submit=0, admit=10, start=10, gpus=2)
+    agg.apply_job_state(job_id="j", team="alpha", queue="q", to_state=SUCCEEDED, at=10 + H)
+    before = agg.gpu_hours_total(now=10 * H)["alpha"]
+    agg.prune(now=10 * H)  # everything is older than the retention now
+    assert agg.usage("alpha", 100 * H, now=10 * H).gpu_hours == 0.0
+    assert agg.gpu_hours_total(now=10 * H)["alpha"] == pytest.approx(before) == pytest.approx(2.0)
+    assert agg.outcome_totals == {("alpha", "succeeded"): 1}
+    hist = agg.wait_totals["alpha"]
+    assert (
+        hist.count == 1 and hist.total == 10 and hist.buckets[0] == 0 and hist.buckets[1] == 0 and hist.buckets[2] == 1
+    )

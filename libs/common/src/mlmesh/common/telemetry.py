@@ -138,7 +138,9 @@ class HttpMetrics:
             try:
                 await app(scope, receive, send_wrapper)
             finally:
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                # A mounted sub-app's route path leaves out its mount point (root_path): put it back.
+                path = getattr(scope.get("route"), "path", None)
+                route = (scope.get("root_path") or "") + path if path else "unmatched"
                 metrics.requests.labels(metrics.service, route, scope.get("method", ""), str(status[0])).inc()
                 metrics.latency.labels(metrics.service, route).observe(time.perf_counter() - started)
 

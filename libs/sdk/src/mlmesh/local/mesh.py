@@ -25,6 +25,7 @@ from mlmesh.common.auth import PLATFORM_TEAM, ROLE_ADMIN, generate_signing_key, 
 from mlmesh.common.auth import write_secret as write_private
 from mlmesh.local.errors import InfraError
 from mlmesh.local.infra import COMPONENTS, LocalInfra
+from mlmesh.local.ports import free_port
 from mlmesh.local.process import ManagedProcess, pid_running, stop_pid, wait_until
 from mlmesh.local.servers import SERVERS
 
@@ -56,10 +57,11 @@ SERVICES = (
     # Storage for datasets, checkpoints and the registry; the fabric for the placed nodes' devices.
     # Telemetry is the job path's trace receiver: the trainer and the scheduler export to it.
     ServiceSpec("trainer", "trainer", needs=("storage", "fabric", "telemetry")),
-    # Storage's registry is what deployments are made from.
-    ServiceSpec("inference-gateway", "gateway", needs=("storage",)),
-    # It scrapes the gateway's /metrics for the inference-latency alert.
-    ServiceSpec("telemetry", "telemetry", needs=("inference-gateway",)),
+    # Storage's registry is what deployments are made from; telemetry receives its traces.
+    ServiceSpec("inference-gateway", "gateway", needs=("storage", "telemetry")),
+    # First: every later service exports its traces to it. It scrapes the gateway's /metrics (for
+    # the inference-latency alert) on a port picked before either starts.
+    ServiceSpec("telemetry", "telemetry"),
     # This host's node agent: it discovers the hardware and registers it with the fabric, which
     # is where the scheduler finds the nodes it places jobs on.
     ServiceSpec(
@@ -126,7 +128,13 @@ def start_waves(services: tuple[ServiceSpec, ...] = SERVICES) -> list[list[Servi
 
 
 def _service_env(
-    svc: ServiceSpec, infra: LocalInfra, auth: dict[str, Path], ready_file: Path, root: Path, services: dict
+    svc: ServiceSpec,
+    infra: LocalInfra,
+    auth: dict[str, Path],
+    ready_file: Path,
+    root: Path,
+    services: dict,
+    gateway_metrics_port: int = 0,
 ) -> dict:
     p = svc.env_prefix
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
@@ -154,6 +162,7 @@ def _service_env(
             }
         )
     if svc.module == "gateway":
+        env[f"{p}METRICS_PORT"] = str(gateway_metrics_port)
         # The mesh's own Triton, and a free port for the KServe v2 REST front (in the ready file).
         env.update(
             {
@@ -170,7 +179,7 @@ def _service_env(
     if "telemetry" in services:  # started after the receiver: its spans go there
         env[f"{p}OTLP_ENDPOINT"] = services["telemetry"]["grpc"]
     if svc.module == "telemetry":
-        env[f"{p}SCRAPE_TARGETS"] = services["inference-gateway"]["metrics_url"]
+        env[f"{p}SCRAPE_TARGETS"] = f"http://127.0.0.1:{gateway_metrics_port}/metrics"
     if svc.module == "trainer":
         env[f"{p}WORK_DIR"] = str(root / "trainer")
     if svc.after_fabric:
@@ -221,6 +230,7 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
     procs: list[tuple[ServiceSpec, ManagedProcess, Path]] = []
     try:
         infra.start(timeout=timeout, on_progress=on_progress)
+        gateway_metrics = free_port()
         services: dict[str, dict] = {}
         for wave in start_waves():  # each wave once the services whose addresses it needs are healthy
             started = []
@@ -231,7 +241,7 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
                     svc.name,
                     [sys.executable, "-m", f"mlmesh.{svc.module}", *svc.args],
                     log_path=root / "logs" / f"{svc.name}.log",
-                    env=_service_env(svc, infra, auth, ready, root, services),
+                    env=_service_env(svc, infra, auth, ready, root, services, gateway_metrics),
                     cwd=root,
                     tie_to_parent=False,
                 )

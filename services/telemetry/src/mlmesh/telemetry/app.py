@@ -66,7 +66,8 @@ async def register(runtime: Runtime) -> Iterable[str]:
         REGISTRY.register(collector)
         runtime.on_shutdown.append(_unregister(collector))
 
-    traces = TraceStore()  # the local OTLP receiver's recent traces, for GetTrace
+    # The local OTLP receiver's recent traces, for GetTrace (bounded: the oldest trace goes first).
+    traces = TraceStore(max_traces=settings.trace_max_traces, max_spans=settings.trace_max_spans)
     receiver = register_trace_receiver(runtime, traces)
     servicer = TelemetryServicer(
         ingest, engine, traces=functools.partial(get_trace, traces), history_s=settings.history_s

@@ -8,7 +8,7 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+from mlmesh.telemetry.domain.aggregates import WAIT_BUCKETS
 
 
 class AggregatesCollector(Collector):
@@ -28,7 +28,9 @@ class AggregatesCollector(Collector):
             labels=["team"],
         )
         outcomes = CounterMetricFamily(
-            "mlmesh_team_jobs", "Job outcomes seen in the retained history", labels=["team", "outcome"]
+            "mlmesh_team_jobs",
+            "Job outcomes since this process started (its replay included)",
+            labels=["team", "outcome"],
         )
         waits = HistogramMetricFamily(
             "mlmesh_team_queue_wait_seconds", "Submit-to-admit wait of a team's jobs", labels=["team"]
@@ -39,18 +41,12 @@ class AggregatesCollector(Collector):
             usage = agg.usage(team, self.utilization_window_s, now)
             in_use.add_metric([team], usage.gpus_in_use)
             util.add_metric([team], usage.gpu_utilization)
-        counts: dict[tuple[str, str], int] = {}
-        for _t, team, outcome in agg.outcomes:
-            counts[(team, outcome)] = counts.get((team, outcome), 0) + 1
-        for (team, outcome), n in sorted(counts.items()):
+        for (team, outcome), n in sorted(agg.outcome_totals.items()):
             outcomes.add_metric([team, outcome], n)
-        per_team: dict[str, list[float]] = {}
-        for _t, team, wait in agg.waits:
-            per_team.setdefault(team, []).append(wait)
-        for team, values in sorted(per_team.items()):
-            cumulative = [(str(float(b)), sum(1 for v in values if v <= b)) for b in WAIT_BUCKETS]
-            cumulative.append(("+Inf", len(values)))
-            waits.add_metric([team], cumulative, sum(values))
+        for team, hist in sorted(agg.wait_totals.items()):
+            cumulative = [(str(float(b)), n) for b, n in zip(WAIT_BUCKETS, hist.buckets, strict=True)]
+            cumulative.append(("+Inf", hist.count))
+            waits.add_metric([team], cumulative, hist.total)
         yield from (hours, in_use, util, outcomes, waits)
         nodes = GaugeMetricFamily("mlmesh_node_ready", "1 while a node is Ready", labels=["node"])
         for node, (state, _reason, _since) in sorted(agg.nodes.items()):

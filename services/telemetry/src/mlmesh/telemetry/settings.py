@@ -23,6 +23,8 @@ class TelemetrySettings(ServiceSettings):
     scrape_targets: str = Field(default="", description="comma-separated gateway /metrics URLs (inference p99)")
     scrape_interval_s: float = Field(default=15.0, gt=0)
     latency_window_s: float = Field(default=300.0, gt=0, description="window of the inference p99 signal")
+    trace_max_traces: int = Field(default=1000, ge=1, description="traces the OTLP receiver keeps")
+    trace_max_spans: int = Field(default=100_000, ge=1, description="spans it keeps over all traces")
     replica_id: str = ""
     lease_ttl_s: float = Field(default=15.0, gt=0)
 

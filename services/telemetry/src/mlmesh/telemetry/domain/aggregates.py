@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 # Job states (mlmesh.scheduler.v1.JobState), as plain ints so this module needs no protobuf.
 PENDING, ADMITTED, RUNNING, SUCCEEDED, FAILED, CANCELLED, PREEMPTED, RETRYING, SKIPPED = range(1, 10)
 TERMINAL = {SUCCEEDED: "succeeded", FAILED: "failed", CANCELLED: "cancelled", SKIPPED: "skipped"}
+WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
 SERIES = ("loss", "learning_rate", "tokens_per_second", "samples_per_second", "mfu")
 
 
@@ -65,6 +66,22 @@ class Gpu:
     seen_at: float
 
 
+@dataclass
+class WaitHistogram:
+    """Cumulative since the process started (Prometheus counter semantics: never drops on prune)."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(WAIT_BUCKETS))
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(WAIT_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+        self.count += 1
+        self.total += seconds
+
+
 @dataclass(frozen=True)
 class Usage:
     team: str
@@ -90,6 +107,10 @@ class Aggregates:
         self.gpus: dict[tuple[str, str], Gpu] = {}
         self.util_samples: deque[tuple[float, str, float]] = deque()  # (time, team, util 0..1)
         self.nodes: dict[str, tuple[int, str, float]] = {}  # node -> (NodeState, reason, since)
+        # Running totals for /metrics counters: pruning the windows above must not make them drop.
+        self.closed_hours: dict[str, float] = {}
+        self.outcome_totals: dict[tuple[str, str], int] = {}
+        self.wait_totals: dict[str, WaitHistogram] = {}
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -110,20 +131,26 @@ class Aggregates:
         if to_state == PENDING and job.submitted_at is None:
             job.submitted_at = at
         if to_state == ADMITTED and job.submitted_at is not None and job.state == PENDING:
-            self.waits.append((at, team, max(0.0, at - job.submitted_at)))
+            wait = max(0.0, at - job.submitted_at)
+            self.waits.append((at, team, wait))
+            self.wait_totals.setdefault(team, WaitHistogram()).observe(wait)
         if job.state == RUNNING and to_state != RUNNING:
             self._release(job, at)
         if to_state == RUNNING and job.state != RUNNING:
             job.devices, job.gpus, job.running_since = devices, gpus, at
             if gpus:
                 self.intervals.append(Interval(team, gpus, at))
+        outcome = None
         if to_state == PREEMPTED:
-            self.outcomes.append((at, team, "preempted"))
+            outcome = "preempted"
         elif to_state == RETRYING:
-            self.outcomes.append((at, team, "retried"))
+            outcome = "retried"
         elif to_state in TERMINAL and job.state not in TERMINAL:
-            self.outcomes.append((at, team, TERMINAL[to_state]))
+            outcome = TERMINAL[to_state]
             job.finished_at = at
+        if outcome is not None:
+            self.outcomes.append((at, team, outcome))
+            self.outcome_totals[(team, outcome)] = self.outcome_totals.get((team, outcome), 0) + 1
         job.state = to_state
         return job
 
@@ -131,6 +158,9 @@ class Aggregates:
         for interval in reversed(self.intervals):
             if interval.team == job.team and interval.end is None and interval.gpus == job.gpus:
                 interval.end = at
+                self.closed_hours[job.team] = self.closed_hours.get(job.team, 0.0) + interval.hours_in(
+                    interval.start, at
+                )
                 break
         job.devices, job.gpus, job.running_since = (), 0, None
 
@@ -193,9 +223,12 @@ class Aggregates:
         return sorted({j.team for j in self.jobs.values()} | {i.team for i in self.intervals})
 
     def gpu_hours_total(self, now: float) -> dict[str, float]:
-        out: dict[str, float] = {}
+        """GPU-hours since this process started counting (its replay included): closed intervals
+        plus the running ones so far. Monotonic, as a Prometheus counter must be."""
+        out = dict(self.closed_hours)
         for i in self.intervals:
-            out[i.team] = out.get(i.team, 0.0) + i.hours_in(i.start, now)
+            if i.end is None:
+                out[i.team] = out.get(i.team, 0.0) + i.hours_in(i.start, now)
         return out
 
     def live_gpus(self, now: float) -> list[Gpu]:
