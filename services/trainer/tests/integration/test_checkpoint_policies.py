@@ -74,7 +74,8 @@ def test_async_interval_checkpoints_keep_the_latest_two(services, tmp_path):
     assert done.progress.latest_checkpoint_step > 0 and done.outputs.checkpoint_artifact_id
     progress = services.progress(run.run_id)
     assert sorted(_losses(progress)) == list(range(1, STEPS + 1))
-    reported = _reported_checkpoints(progress)
+    # The final checkpoint may land after the last step's report: the run's final progress has it.
+    reported = sorted(set(_reported_checkpoints(progress)) | {done.progress.latest_checkpoint_step})
     # Taken by time (no step interval was set): several, so retention had some to delete.
     assert len(reported) >= 3, f"only {reported} checkpointed in {STEPS} steps: make the run longer"
 
