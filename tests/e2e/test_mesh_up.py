@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -64,6 +65,15 @@ def scrape_families(endpoints: dict) -> dict[str, dict]:
     return out
 
 
+def _observability_refs():
+    """tools/observability_refs.py (not a package: loaded from its path)."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "observability_refs.py"
+    spec = importlib.util.spec_from_file_location("observability_refs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path.parents[1]
+
+
 def check_metrics(endpoints: dict) -> None:
     families = scrape_families(endpoints)
     for name, fams in families.items():
@@ -75,6 +85,12 @@ def check_metrics(endpoints: dict) -> None:
     # The agent's host sample is real (CPU-only here, so no GPU series; the GPU path is measured on a GPU).
     agent = families["fabric-agent"]
     assert agent["mlmesh_node_memory_used_bytes"].samples[0].value > 0
+    # Every metric the Grafana dashboards and Prometheus rules read is one a live service exports.
+    refs, root = _observability_refs()
+    exported = {name for fams in families.values() for name in fams}
+    for file, names in refs.referenced_metrics(root).items():
+        unknown = sorted(n for n in names if refs.family_name(n, exported) is None)
+        assert not unknown, f"{file} reads metrics no service exports: {unknown}"
 
 
 @pytest.fixture
