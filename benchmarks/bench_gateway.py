@@ -4,6 +4,8 @@ run: a real tritonserver (python backend, a small FP32 vector doubled), the gate
 two paths alternate (direct, gateway, direct, gateway) so machine drift hits both alike.
 
     python benchmarks/bench_gateway.py [--requests 600] [--concurrency 1 16 64]
+    python benchmarks/bench_gateway.py --cache        # cache hit against a raw valkey GET
+    python benchmarks/bench_gateway.py --telemetry    # the same gateway with telemetry off and on
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine
 
 from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
+from mlmesh.local.ports import free_port
 from mlmesh.local.process import ManagedProcess, start_service
 from mlmesh.local.servers import NatsServer, TritonServer
 
@@ -170,12 +174,120 @@ def cache_hits(requests: int) -> None:
             server.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def telemetry_cost(requests: int, concurrencies: list[int], rounds: int) -> None:
+    """Gateway throughput with telemetry off (no metrics, no tracing) against metrics only, on
+    (metrics served and scraped, every request traced and exported to a real telemetry service),
+    and on with 10 % of traces sampled. All gateways run side by side over one Triton; each of
+    `rounds` rounds runs every case once in a rotated order, and the ratio reported is the median
+    of the same-round ratios."""
+    tmp = Path(tempfile.mkdtemp(prefix="mlmesh-bench-gwt-"))
+    nats, triton = NatsServer(tmp / "nats"), TritonServer(tmp / "triton")
+    nats.start()
+    triton.start()
+    procs: list[ManagedProcess] = []
+    try:
+        write_model(triton.model_repository, f"{TEAM}--{MODEL}")
+        import tritonclient.grpc as sync_client
+
+        sync_client.InferenceServerClient(triton.grpc_url).load_model(f"{TEAM}--{MODEL}")
+        private, public = generate_signing_key()
+        write_secret(tmp / "public.pem", public)
+        write_secret(tmp / "svc.token", mint_token(private, subject="service:gw", team="platform", roles=["service"]))
+        token = mint_token(private, subject="bench", team=TEAM, roles=["developer"])
+        common = {
+            "NATS_URL": nats.url,
+            "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
+            "SERVICE_TOKEN_FILE": str(tmp / "svc.token"),
+            "LOG_LEVEL": "WARNING",
+        }
+        gw_metrics = free_port()
+        telemetry, tinfo = start_service(
+            "telemetry",
+            {**common, "METRICS_PORT": "-1", "SCRAPE_TARGETS": f"http://127.0.0.1:{gw_metrics}/metrics"},
+            tmp,
+        )
+        procs.append(telemetry)
+        otlp = f"http://127.0.0.1:{tinfo['grpc_port']}"
+        backend = {"HTTP_PORT": "0", "TRITON_GRPC_URLS": triton.grpc_url, "TRITON_HTTP_URLS": triton.http_url}
+        cases = {
+            "off": {"METRICS_PORT": "-1"},
+            "metrics only": {"METRICS_PORT": "0"},
+            "on": {"METRICS_PORT": str(gw_metrics), "OTLP_ENDPOINT": otlp, "TRACE_SAMPLE_RATIO": "1.0"},
+            "on, 10% traced": {"METRICS_PORT": "0", "OTLP_ENDPOINT": otlp, "TRACE_SAMPLE_RATIO": "0.1"},
+        }
+        urls, pids = {}, {}
+        for i, (case, env) in enumerate(cases.items()):
+            proc, info = start_service(
+                f"gateway-{i}", {**common, **backend, **env}, tmp, module="gateway", prefix="MLMESH_GATEWAY_"
+            )
+            procs.append(proc)
+            urls[case] = f"127.0.0.1:{info['grpc_port']}"
+            pids[case] = proc.pid
+        headers = {"authorization": f"Bearer {token}"}
+        rows = []
+        names = list(cases)
+        for c in concurrencies:
+            runs: dict[str, list[dict]] = {case: [] for case in cases}
+            ratios: dict[str, list[float]] = {case: [] for case in names[1:]}
+            for i in range(rounds):  # each round runs every case once, in a rotated order
+                order = names[i % len(names) :] + names[: i % len(names)]
+                got = {}
+                for case in order:
+                    # CPU per request of the gateway and of the trace receiver: unlike throughput,
+                    # it moves little with what else the machine is doing.
+                    gw0, rx0 = cpu_seconds(pids[case]), cpu_seconds(telemetry.pid)
+                    got[case] = asyncio.run(one_level(urls[case], MODEL, headers, c, requests))
+                    served = got[case]["n"] + min(20, requests)  # the warm-up requests count too
+                    got[case]["cpu_us_per_request"] = (cpu_seconds(pids[case]) - gw0) / served * 1e6
+                    got[case]["receiver_cpu_us_per_request"] = (cpu_seconds(telemetry.pid) - rx0) / served * 1e6
+                for case in names:
+                    runs[case].append(got[case])
+                for case in names[1:]:
+                    ratios[case].append(got[case]["rps"] / got["off"]["rps"])
+            row = {"concurrency": c, "rounds": rounds}
+            for case, results in runs.items():
+                row[case] = {
+                    k: statistics.median(r[k] for r in results)
+                    for k in ("p50_us", "p99_us", "rps", "cpu_us_per_request", "receiver_cpu_us_per_request")
+                }
+            for case, values in ratios.items():
+                row[f"rps_ratio[{case}]"] = statistics.median(values)  # median of same-round ratios
+            rows.append(row)
+        print(f"\ngateway with telemetry off vs on, gRPC; CPU µs per request of gateway / receiver ({machine()})")
+        for r in rows:
+            line = f"c={r['concurrency']:<3}"
+            for case in cases:
+                x = r[case]
+                cpu, rx = x["cpu_us_per_request"], x["receiver_cpu_us_per_request"]
+                line += f"  {case}: {x['rps']:>4.0f} rps gw {cpu:>4.0f} rx {rx:>3.0f}"
+            print(line + "  " + "  ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith("rps_ratio")))
+        RESULTS.mkdir(exist_ok=True)
+        out = {"benchmark": "gateway_telemetry", "machine": machine(), "when": time.strftime("%Y-%m-%d"), "rows": rows}
+        (RESULTS / "gateway_telemetry.json").write_text(json.dumps(out, indent=2))
+    finally:
+        for proc in reversed(procs):
+            proc.stop(grace=10)
+        triton.stop()
+        nats.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--cache", action="store_true", help="cache-hit latency against a raw valkey GET")
+    ap.add_argument("--telemetry", action="store_true", help="throughput with telemetry off and on")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the --telemetry comparison")
     args = ap.parse_args()
+    if args.telemetry:
+        telemetry_cost(args.requests, args.concurrency, args.rounds)
+        return
     if args.cache:
         cache_hits(args.requests)
         return
