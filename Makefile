@@ -57,9 +57,10 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/mlmesh status
 
-# For now: bring the whole mesh up, check every component is healthy, and take it down again.
+# The whole platform for real: mesh up, a LoRA fine-tune pipeline from submit to served, queries
+# through the gateway, a summary, mesh down (also on failure). See libs/sdk/src/mlmesh/local/demo.py.
 demo: $(STAMP)
-	@trap '$(BIN)/mlmesh down' EXIT; $(BIN)/mlmesh up && $(BIN)/mlmesh status
+	$(PY) -m mlmesh.local.demo
 
 clean:
 	rm -rf $(VENV) .tools .mlmesh .pytest_cache .ruff_cache

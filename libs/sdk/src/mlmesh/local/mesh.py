@@ -51,7 +51,8 @@ class ServiceSpec:
 
 SERVICES = (
     # Without TRAINER_ADDRESS the scheduler admits jobs but never starts them.
-    ServiceSpec("scheduler", "scheduler", needs=("trainer",)),
+    # and storage and the gateway for the register_model / deploy_model pipeline steps.
+    ServiceSpec("scheduler", "scheduler", needs=("trainer", "storage", "inference-gateway")),
     ServiceSpec("fabric", "fabric"),
     ServiceSpec("storage", "storage"),
     # Storage for datasets, checkpoints and the registry; the fabric for the placed nodes' devices.

@@ -5,6 +5,7 @@ Friendly forms (everything else is proto3 JSON of JobSpec, field names in snake_
     kind: command                 # or train, finetune, pipeline (JOB_KIND_* also accepted)
     workers: {count: 2, gpus: 1, cpu: "500m", memory: 16Gi}   # count defaults to 1
     command: ["python", "x.py"]   # or "python x.py", or {argv: [...], env: {...}, image, working_dir}
+                                  # an argv item `file:rel/path` is relative to the job file
     retry: {max_retries: 2, initial_backoff: 10s}     # durations: 500ms, 10s, 1m30s, 2h, or seconds
     pipeline: {steps: [{name: prep, depends_on: [..], spec: {...a job spec...}}]}
 
@@ -357,12 +358,18 @@ def load_job_spec(path: str | Path) -> job_pb2.JobSpec:
 
 def resolve_local_files(spec: job_pb2.JobSpec, base: Path) -> None:
     """`file:relative/path` in a trainer's model or dataset is relative to the job file, so an
-    example runs from any directory; it becomes `file:///absolute/path`. Pipeline steps too."""
+    example runs from any directory; it becomes `file:///absolute/path`. In a command's argv it
+    becomes the plain absolute path. Pipeline steps too."""
     for name in ("model", "dataset"):
         ref = getattr(spec.trainer, name)
         if ref.startswith("file:") and not ref.startswith("file:///"):
             rel = ref.removeprefix("file:").removeprefix("//")
             setattr(spec.trainer, name, f"file://{(base / rel).resolve()}")
+    argv = spec.command.command
+    for i, arg in enumerate(argv):
+        if arg.startswith("file:"):
+            rel = arg.removeprefix("file:").removeprefix("//")
+            argv[i] = str(Path(rel) if rel.startswith("/") else (base / rel).resolve())
     for step in spec.pipeline.steps:
         resolve_local_files(step.spec, base)
 

@@ -54,7 +54,7 @@ class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
         return api.CreateDeploymentResponse(deployment=deployment)
 
     async def GetDeployment(self, request: api.GetDeploymentRequest, context) -> api.GetDeploymentResponse:
-        return api.GetDeploymentResponse(deployment=self.c.get(current_identity().team, _name(request.name)))
+        return api.GetDeploymentResponse(deployment=self.c.get(_team(request.team), _name(request.name)))
 
     async def ListDeployments(self, request: api.ListDeploymentsRequest, context) -> api.ListDeploymentsResponse:
         bad: dict[str, str] = {}
@@ -78,9 +78,10 @@ class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
         ident = current_identity()
         ident.require_role(ROLE_DEVELOPER)
         name = _name(request.name)
+        team = _team(request.team)
         try:
             deployment = await self.c.update(
-                ident.team, name, request.spec, list(request.update_mask.paths), request.expected_revision
+                team, name, request.spec, list(request.update_mask.paths), request.expected_revision
             )
         except ValueError as exc:
             raise InvalidArgument.field("update_mask", f"not fields of DeploymentSpec: {exc}") from None
@@ -95,11 +96,12 @@ class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
             drain = request.drain_timeout.ToTimedelta().total_seconds()
             if not 0 <= drain <= MAX_DRAIN_S:
                 raise InvalidArgument.field("drain_timeout", f"must be 0-{MAX_DRAIN_S:.0f}s")
-        before = self.c.get(ident.team, name)
-        task = await self.c.delete(ident.team, name, drain)
+        team = _team(request.team)
+        before = self.c.get(team, name)
+        task = await self.c.delete(team, name, drain)
         await self.c.wait(task, _remaining(context))
         try:
-            deployment = self.c.get(ident.team, name)
+            deployment = self.c.get(team, name)
         except NotFound:  # gone: answer with the last state
             deployment = before
             deployment.status.state = dom.S.DEPLOYMENT_STATE_DELETED

@@ -20,6 +20,7 @@ from mlmesh.common.grpc_server import Runtime
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.kv_index import KvIndex
 from mlmesh.common.lease import Lease
+from mlmesh.scheduler.adapters.control_client import ControlClient
 from mlmesh.scheduler.adapters.inventory import NODES_BUCKET, FileInventory, KvInventory
 from mlmesh.scheduler.adapters.store import SchedulerStore
 from mlmesh.scheduler.adapters.trainer_client import TrainerClient
@@ -71,6 +72,10 @@ async def register(runtime: Runtime) -> Iterable[str]:
         token = settings.service_token_file.read_text().strip() if settings.service_token_file else ""
         trainer = TrainerClient(settings.trainer_address, token)
         runtime.on_shutdown.append(trainer.close)
+    control = None
+    if settings.storage_address or settings.inference_gateway_address:
+        token = settings.service_token_file.read_text().strip() if settings.service_token_file else ""
+        control = ControlClient(settings.storage_address, settings.inference_gateway_address, token)
     lease = Lease(
         store.lease, holder=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}", ttl_s=settings.lease_ttl_s
     )
@@ -83,6 +88,7 @@ async def register(runtime: Runtime) -> Iterable[str]:
         lease=lease,
         publisher=runtime.publisher,
         trainer=trainer,
+        control=control,
         interval_s=settings.cycle_interval_s,
         max_admissions=settings.max_admissions_per_cycle,
     )

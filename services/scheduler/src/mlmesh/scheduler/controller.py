@@ -26,14 +26,16 @@ from mlmesh.common.events import Event, EventPublisher
 from mlmesh.common.kv_index import KvIndex
 from mlmesh.common.lease import Lease
 from mlmesh.scheduler import convert
+from mlmesh.scheduler.adapters.control_client import ControlClient
 from mlmesh.scheduler.adapters.inventory import InventorySource
 from mlmesh.scheduler.adapters.store import SchedulerStore
 from mlmesh.scheduler.adapters.trainer_client import TrainerClient
+from mlmesh.scheduler.control_runner import ControlStepRunner
 from mlmesh.scheduler.domain import states
 from mlmesh.scheduler.domain.admission import run_cycle
 from mlmesh.scheduler.domain.model import CycleResult, PriorityClassInfo
 from mlmesh.scheduler.domain.pipeline import descendants
-from mlmesh.scheduler.job_factory import build_child
+from mlmesh.scheduler.job_factory import build_child, child_job_id
 from mlmesh.scheduler.scheduling_state import SchedulingState
 from mlmesh.scheduler.transitions import Transitioner, now_ts
 
@@ -43,10 +45,6 @@ R = run_pb2.RunState
 NODE_NOT_READY, NODE_DRAINING = node_pb2.NODE_STATE_NOT_READY, node_pb2.NODE_STATE_DRAINING
 REPUBLISH_WINDOW_S = 110.0  # inside JetStream's 120 s duplicate window
 COALESCE_S = 0.01
-
-
-def child_job_id(parent_id: str, step: str) -> str:
-    return f"{parent_id}-{step}"
 
 
 def _job_span(name: str, job: job_pb2.Job, attributes_of: Callable[..., dict], *args):
@@ -85,6 +83,7 @@ class Controller:
         lease: Lease,
         publisher: EventPublisher,
         trainer: TrainerClient | None,
+        control: ControlClient | None = None,
         interval_s: float = 0.5,
         max_admissions: int = 5000,
     ):
@@ -95,6 +94,7 @@ class Controller:
         self.inventory = inventory
         self.lease = lease
         self.trainer = trainer
+        self.control = ControlStepRunner(self, control)
         self.interval_s = interval_s
         self.max_admissions = max_admissions
         self.transitions = Transitioner(store, jobs, publisher, may_write=lease.valid)
@@ -151,6 +151,7 @@ class Controller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.control.stop()
         await self._stop_consumers()
         with contextlib.suppress(Exception):
             await self.lease.release()
@@ -195,6 +196,7 @@ class Controller:
                 self._consumers.append(consumer)
         await self._release_retries()
         await self._advance_pipelines()
+        await self.control.advance()
         await self._admit()
         await self._stop_preempted()
         await self._dispatch()

@@ -98,8 +98,12 @@ def child_spec(parent: job_pb2.Job, step: job_pb2.PipelineStep) -> job_pb2.JobSp
     return spec
 
 
+def child_job_id(parent_id: str, step: str) -> str:
+    return f"{parent_id}-{step}"
+
+
 def build_child(parent: job_pb2.Job, step: job_pb2.PipelineStep) -> job_pb2.Job:
-    child = new_job(child_spec(parent, step), f"{parent.meta.id}-{step.name}", parent.meta.created_by)
+    child = new_job(child_spec(parent, step), child_job_id(parent.meta.id, step.name), parent.meta.created_by)
     child.parent_job_id = parent.meta.id
     child.pipeline_step = step.name
     child.status.traceparent = parent.status.traceparent  # one trace for the whole pipeline

@@ -14,6 +14,10 @@ class SchedulerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MLMESH_SCHEDULER_", extra="ignore", frozen=True)
 
     trainer_address: str | None = Field(default=None, description="host:port of the trainer; unset = no dispatch")
+    storage_address: str | None = Field(default=None, description="host:port of storage, for register_model steps")
+    inference_gateway_address: str | None = Field(
+        default=None, description="host:port of the inference gateway, for deploy_model steps"
+    )
     inventory_file: Path | None = Field(default=None, description="JSON list of fabric.v1.Node; unset = fabric KV")
     cycle_interval_s: float = Field(default=0.5, gt=0, description="admission cycle period when nothing changes")
     lease_ttl_s: float = Field(default=6.0, ge=1)

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from mlmesh.api.scheduler.v1 import job_pb2
+from mlmesh.scheduler.domain import control_steps
 from mlmesh.scheduler.domain.pipeline import find_cycle
 
 K = job_pb2.JobKind
@@ -32,8 +33,6 @@ MAX_COMMAND_BYTES = 64 << 10
 MAX_STRING = 4096
 
 WORKER_KINDS = frozenset({K.JOB_KIND_TRAIN, K.JOB_KIND_FINETUNE, K.JOB_KIND_COMMAND})
-# Control-plane steps that call the registry and the gateway; refused until those services exist.
-UNSUPPORTED_KINDS = frozenset({K.JOB_KIND_REGISTER_MODEL, K.JOB_KIND_DEPLOY_MODEL})
 
 
 @dataclass(frozen=True)
@@ -44,18 +43,19 @@ class Catalog:
     priority_classes: frozenset[str]
 
 
-def validate_spec(spec: job_pb2.JobSpec, catalog: Catalog, prefix: str = "spec") -> dict[str, str]:
+def validate_spec(
+    spec: job_pb2.JobSpec, catalog: Catalog, prefix: str = "spec", steps: dict[str, job_pb2.JobSpec] | None = None
+) -> dict[str, str]:
     """Field path -> problem, for every problem found; empty when the spec is valid.
 
-    Expects `team` and `queue` already resolved (defaults filled by the caller)."""
+    Expects `team` and `queue` already resolved (defaults filled by the caller). `steps`: the
+    pipeline's step specs by name, when `spec` is one of them."""
     bad: dict[str, str] = {}
     f = f"{prefix}."
     if not ID.fullmatch(spec.name):
         bad[f + "name"] = "must be 1-63 characters of [a-z0-9_-]"
     if spec.kind == K.JOB_KIND_UNSPECIFIED or spec.kind not in K.values():
-        bad[f + "kind"] = "must be one of train, finetune, command, pipeline"
-    elif spec.kind in UNSUPPORTED_KINDS:
-        bad[f + "kind"] = f"{K.Name(spec.kind)} steps are not supported yet (they need the model registry and gateway)"
+        bad[f + "kind"] = "must be one of train, finetune, command, pipeline, register_model, deploy_model"
     if not ID.fullmatch(spec.team):
         bad[f + "team"] = "must be 1-63 characters of [a-z0-9_-]"
     if spec.kind != K.JOB_KIND_PIPELINE:
@@ -75,7 +75,7 @@ def validate_spec(spec: job_pb2.JobSpec, catalog: Catalog, prefix: str = "spec")
     if spec.kind in WORKER_KINDS:
         _workers(spec.workers, f + "workers", bad)
         _selector(spec.accelerator, f + "accelerator", bad)
-    elif spec.HasField("workers") and spec.workers.count:
+    elif spec.HasField("workers") and spec.workers.count and spec.kind not in control_steps.CONTROL_KINDS:
         bad[f + "workers"] = "only train, finetune and command jobs have workers"
     if spec.kind == K.JOB_KIND_COMMAND:
         _command(spec.command, f + "command", bad)
@@ -83,6 +83,8 @@ def validate_spec(spec: job_pb2.JobSpec, catalog: Catalog, prefix: str = "spec")
         _trainer(spec, f + "trainer", bad)
     if spec.kind == K.JOB_KIND_PIPELINE:
         _pipeline(spec, catalog, f + "pipeline", bad)
+    if spec.kind in control_steps.CONTROL_KINDS:
+        bad.update(control_steps.validate(spec, f, steps))
     return bad
 
 
@@ -187,7 +189,7 @@ def _pipeline(spec: job_pb2.JobSpec, catalog: Catalog, field: str, bad: dict[str
         child.queue = child.queue or spec.queue
         if not child.name:
             child.name = step.name
-        bad.update(validate_spec(child, catalog, prefix=sf + ".spec"))
+        bad.update(validate_spec(child, catalog, prefix=sf + ".spec", steps={s.name: s.spec for s in steps}))
     cycle = find_cycle(deps)
     if cycle:
         bad[field + ".steps"] = "dependency cycle: " + " -> ".join(cycle)

@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from mlmesh.api.gateway.v1 import deployment_pb2 as mlmesh_dot_gateway_dot_v1_dot_deployment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*mlmesh/gateway/v1/deployment_service.proto\x12\x11mlmesh.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\"mlmesh/gateway/v1/deployment.proto\"\xf1\x01\n\x17\x43reateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12/\n\x04spec\x18\x03 \x01(\x0b\x32!.mlmesh.gateway.v1.DeploymentSpec\x12\x46\n\x06labels\x18\x04 \x03(\x0b\x32\x36.mlmesh.gateway.v1.CreateDeploymentRequest.LabelsEntry\x12\x12\n\nwait_ready\x18\x05 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x18\x43reateDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x15GetDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\"a\n\x16ListDeploymentsRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"f\n\x17ListDeploymentsResponse\x12\x32\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa4\x01\n\x17UpdateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x04spec\x18\x02 \x01(\x0b\x32!.mlmesh.gateway.v1.DeploymentSpec\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x19\n\x11\x65xpected_revision\x18\x04 \x01(\x04\"M\n\x18UpdateDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\"Y\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\rdrain_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x18\x44\x65leteDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment2\xa8\x04\n\x11\x44\x65ploymentService\x12k\n\x10\x43reateDeployment\x12*.mlmesh.gateway.v1.CreateDeploymentRequest\x1a+.mlmesh.gateway.v1.CreateDeploymentResponse\x12\x62\n\rGetDeployment\x12\'.mlmesh.gateway.v1.GetDeploymentRequest\x1a(.mlmesh.gateway.v1.GetDeploymentResponse\x12h\n\x0fListDeployments\x12).mlmesh.gateway.v1.ListDeploymentsRequest\x1a*.mlmesh.gateway.v1.ListDeploymentsResponse\x12k\n\x10UpdateDeployment\x12*.mlmesh.gateway.v1.UpdateDeploymentRequest\x1a+.mlmesh.gateway.v1.UpdateDeploymentResponse\x12k\n\x10\x44\x65leteDeployment\x12*.mlmesh.gateway.v1.DeleteDeploymentRequest\x1a+.mlmesh.gateway.v1.DeleteDeploymentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*mlmesh/gateway/v1/deployment_service.proto\x12\x11mlmesh.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\"mlmesh/gateway/v1/deployment.proto\"\xf1\x01\n\x17\x43reateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12/\n\x04spec\x18\x03 \x01(\x0b\x32!.mlmesh.gateway.v1.DeploymentSpec\x12\x46\n\x06labels\x18\x04 \x03(\x0b\x32\x36.mlmesh.gateway.v1.CreateDeploymentRequest.LabelsEntry\x12\x12\n\nwait_ready\x18\x05 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x18\x43reateDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\"2\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\"J\n\x15GetDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\"a\n\x16ListDeploymentsRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"f\n\x17ListDeploymentsResponse\x12\x32\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb2\x01\n\x17UpdateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x04spec\x18\x02 \x01(\x0b\x32!.mlmesh.gateway.v1.DeploymentSpec\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x19\n\x11\x65xpected_revision\x18\x04 \x01(\x04\x12\x0c\n\x04team\x18\x05 \x01(\t\"M\n\x18UpdateDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment\"g\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\rdrain_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04team\x18\x03 \x01(\t\"M\n\x18\x44\x65leteDeploymentResponse\x12\x31\n\ndeployment\x18\x01 \x01(\x0b\x32\x1d.mlmesh.gateway.v1.Deployment2\xa8\x04\n\x11\x44\x65ploymentService\x12k\n\x10\x43reateDeployment\x12*.mlmesh.gateway.v1.CreateDeploymentRequest\x1a+.mlmesh.gateway.v1.CreateDeploymentResponse\x12\x62\n\rGetDeployment\x12\'.mlmesh.gateway.v1.GetDeploymentRequest\x1a(.mlmesh.gateway.v1.GetDeploymentResponse\x12h\n\x0fListDeployments\x12).mlmesh.gateway.v1.ListDeploymentsRequest\x1a*.mlmesh.gateway.v1.ListDeploymentsResponse\x12k\n\x10UpdateDeployment\x12*.mlmesh.gateway.v1.UpdateDeploymentRequest\x1a+.mlmesh.gateway.v1.UpdateDeploymentResponse\x12k\n\x10\x44\x65leteDeployment\x12*.mlmesh.gateway.v1.DeleteDeploymentRequest\x1a+.mlmesh.gateway.v1.DeleteDeploymentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,21 +43,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=411
   _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=488
   _globals['_GETDEPLOYMENTREQUEST']._serialized_start=490
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=526
-  _globals['_GETDEPLOYMENTRESPONSE']._serialized_start=528
-  _globals['_GETDEPLOYMENTRESPONSE']._serialized_end=602
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=604
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=701
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=703
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=805
-  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_start=808
-  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=972
-  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_start=974
-  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_end=1051
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=1053
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1142
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1144
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1221
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=1224
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=1776
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=540
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_start=542
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_end=616
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=618
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=715
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=717
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=819
+  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_start=822
+  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=1000
+  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_start=1002
+  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_end=1079
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=1081
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1184
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1186
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1263
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=1266
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=1818
 # @@protoc_insertion_point(module_scope)

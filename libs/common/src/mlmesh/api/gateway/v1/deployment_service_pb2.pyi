@@ -39,10 +39,12 @@ class CreateDeploymentResponse(_message.Message):
     def __init__(self, deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ...) -> None: ...
 
 class GetDeploymentRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "team")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    team: str
+    def __init__(self, name: _Optional[str] = ..., team: _Optional[str] = ...) -> None: ...
 
 class GetDeploymentResponse(_message.Message):
     __slots__ = ("deployment",)
@@ -71,16 +73,18 @@ class ListDeploymentsResponse(_message.Message):
     def __init__(self, deployments: _Optional[_Iterable[_Union[_deployment_pb2.Deployment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateDeploymentRequest(_message.Message):
-    __slots__ = ("name", "spec", "update_mask", "expected_revision")
+    __slots__ = ("name", "spec", "update_mask", "expected_revision", "team")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: _deployment_pb2.DeploymentSpec
     update_mask: _field_mask_pb2.FieldMask
     expected_revision: int
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_deployment_pb2.DeploymentSpec, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+    team: str
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_deployment_pb2.DeploymentSpec, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., expected_revision: _Optional[int] = ..., team: _Optional[str] = ...) -> None: ...
 
 class UpdateDeploymentResponse(_message.Message):
     __slots__ = ("deployment",)
@@ -89,12 +93,14 @@ class UpdateDeploymentResponse(_message.Message):
     def __init__(self, deployment: _Optional[_Union[_deployment_pb2.Deployment, _Mapping]] = ...) -> None: ...
 
 class DeleteDeploymentRequest(_message.Message):
-    __slots__ = ("name", "drain_timeout")
+    __slots__ = ("name", "drain_timeout", "team")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DRAIN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     name: str
     drain_timeout: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., drain_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    team: str
+    def __init__(self, name: _Optional[str] = ..., drain_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., team: _Optional[str] = ...) -> None: ...
 
 class DeleteDeploymentResponse(_message.Message):
     __slots__ = ("deployment",)
