@@ -110,8 +110,9 @@ async def connect(url: str, name: str, timeout_s: float = 5.0) -> NatsClient:
     return nc
 
 
-async def ensure_streams(js: JetStreamContext, streams: tuple[StreamSpec, ...] = STREAMS) -> None:
-    """Create or update the platform's streams (idempotent; every service may call it at start)."""
+async def ensure_streams(js: JetStreamContext, streams: tuple[StreamSpec, ...] = STREAMS, replicas: int = 1) -> None:
+    """Create or update the platform's streams (idempotent; every service may call it at start).
+    `replicas`: 3 on a 3-server NATS cluster, so a stream survives losing a server."""
     for spec in streams:
         config = StreamConfig(
             name=spec.name,
@@ -119,6 +120,7 @@ async def ensure_streams(js: JetStreamContext, streams: tuple[StreamSpec, ...] =
             storage=StorageType.FILE,
             max_age=spec.max_age_s,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         )
         try:
             await js.stream_info(spec.name)

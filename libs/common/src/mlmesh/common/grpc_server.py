@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from mlmesh.common import events
+from mlmesh.common import events, kv
 from mlmesh.common.auth import TokenVerifier
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.grpc_interceptors import AuthInterceptor, ErrorMappingInterceptor, MetricsInterceptor
@@ -157,7 +157,8 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
     except MlmeshError as exc:
         raise StartupError(exc.message) from None
     js = nc.jetstream()
-    await events.ensure_streams(js)
+    kv.BUCKET_REPLICAS = settings.stream_replicas
+    await events.ensure_streams(js, replicas=settings.stream_replicas)
 
     server = build_server(settings, verifier)
     health_servicer = health.aio.HealthServicer()

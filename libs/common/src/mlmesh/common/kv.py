@@ -46,12 +46,19 @@ class Versioned(Generic[M]):
     revision: int
 
 
+# Replicas of the buckets this process creates; the bootstrap sets it from STREAM_REPLICAS (a
+# process-wide setting, like the NATS connection every bucket shares).
+BUCKET_REPLICAS = 1
+
+
 async def open_bucket(js: JetStreamContext, bucket: str, *, history: int = 5) -> KeyValue:
-    """Open a bucket, creating it (file storage) on first use."""
+    """Open a bucket, creating it (file storage, BUCKET_REPLICAS replicas) on first use."""
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE))
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, replicas=BUCKET_REPLICAS)
+        )
 
 
 class KvRepository(Generic[M]):

@@ -37,6 +37,7 @@ class ServiceSettings(BaseSettings):
     service_token_file: Path | None = None
     log_level: LogLevel = "INFO"
     log_json: bool = True
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="replicas of the JetStream streams and KV buckets")
     otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector; unset: no spans recorded")
     trace_sample_ratio: float = Field(default=1.0, ge=0, le=1, description="share of new traces recorded")
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
