@@ -51,7 +51,7 @@ class Cli:
     def popen(self, token: str, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
             [*MLMESH, *args],
-            env=self.env_for(token),
+            env={**self.env_for(token), "PYTHONFAULTHANDLER": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -243,7 +243,13 @@ def test_ctrl_c_stops_watching_not_the_job(scheduler):
         job_id = first.split()[1]
         _wait_state(cli, t["alice"], job_id, "JOB_STATE_ADMITTED")
         watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=20)
+        try:
+            out, err = watcher.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Where it hangs: PYTHONFAULTHANDLER makes SIGABRT print every thread's stack.
+            watcher.send_signal(signal.SIGABRT)
+            out, err = watcher.communicate(timeout=10)
+            raise AssertionError(f"the watch did not stop on Ctrl-C:\n{out}\n{err}") from None
         assert watcher.returncode == 130, out + err
         assert f"stopped watching; job {job_id} keeps going" in err
         assert cli.json(t["alice"], "jobs", "get", job_id)["status"]["state"] == "JOB_STATE_ADMITTED"
