@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.fabric.v1 import fabric_service_pb2 as api
 from mlmesh.api.fabric.v1 import node_pb2
 from mlmesh.cli.common import (
@@ -54,7 +55,7 @@ def _table(nodes) -> None:
                 n.labels.zone,
                 n.labels.leaf_switch,
                 n.labels.nvlink_domain,
-                enum_short(node_pb2.common__pb2.NodePool, n.labels.pool, "NODE_POOL_").lower()
+                enum_short(common_pb2.NodePool, n.labels.pool, "NODE_POOL_").lower()
                 + (" spot" if n.labels.spot else ""),
                 age(n.last_heartbeat_time) if n.HasField("last_heartbeat_time") else "",
                 n.state_reason,
