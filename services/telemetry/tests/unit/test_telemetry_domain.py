@@ -203,3 +203,14 @@ def test_counters_for_metrics_never_drop_when_the_windows_are_pruned():
     assert (
         hist.count == 1 and hist.total == 10 and hist.buckets[0] == 0 and hist.buckets[1] == 0 and hist.buckets[2] == 1
     )
+
+
+def test_two_running_jobs_of_one_team_each_close_their_own_interval():
+    agg = Aggregates()
+    _run(agg, "early", "alpha", submit=0, admit=0, start=0, gpus=2)
+    _run(agg, "late", "alpha", submit=0, admit=0, start=H, gpus=2)
+    agg.apply_job_state(job_id="early", team="alpha", queue="q", to_state=SUCCEEDED, at=2 * H)
+    # early held 2 GPUs for 2 h; late is still running since 1 h ago.
+    assert agg.closed_hours["alpha"] == pytest.approx(4.0)
+    assert agg.gpu_hours_total(now=3 * H)["alpha"] == pytest.approx(4.0 + 4.0)
+    assert agg.usage("alpha", 10 * H, now=3 * H).gpus_in_use == 2

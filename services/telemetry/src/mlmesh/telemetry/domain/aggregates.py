@@ -47,6 +47,7 @@ class Job:
     devices: tuple[tuple[str, str], ...] = ()  # (node, device id) held while RUNNING
     gpus: int = 0
     running_since: float | None = None
+    interval: Interval | None = None  # the GPUs it holds while RUNNING
     finished_at: float | None = None
     last_checkpoint_at: float | None = None
     last_checkpoint_id: str = ""
@@ -139,7 +140,8 @@ class Aggregates:
         if to_state == RUNNING and job.state != RUNNING:
             job.devices, job.gpus, job.running_since = devices, gpus, at
             if gpus:
-                self.intervals.append(Interval(team, gpus, at))
+                job.interval = Interval(team, gpus, at)
+                self.intervals.append(job.interval)
         outcome = None
         if to_state == PREEMPTED:
             outcome = "preempted"
@@ -155,14 +157,11 @@ class Aggregates:
         return job
 
     def _release(self, job: Job, at: float) -> None:
-        for interval in reversed(self.intervals):
-            if interval.team == job.team and interval.end is None and interval.gpus == job.gpus:
-                interval.end = at
-                self.closed_hours[job.team] = self.closed_hours.get(job.team, 0.0) + interval.hours_in(
-                    interval.start, at
-                )
-                break
-        job.devices, job.gpus, job.running_since = (), 0, None
+        interval = job.interval
+        if interval is not None and interval.end is None:
+            interval.end = at
+            self.closed_hours[job.team] = self.closed_hours.get(job.team, 0.0) + interval.hours_in(interval.start, at)
+        job.devices, job.gpus, job.running_since, job.interval = (), 0, None, None
 
     def apply_progress(self, *, job_id: str, team: str, at: float, step: int, values: dict[str, float]) -> None:
         job = self.jobs.get(job_id) or self.jobs.setdefault(job_id, Job(job_id, team))
