@@ -52,11 +52,18 @@ class Cli:
         return subprocess.Popen(
             [*MLMESH, *args],
             env={**self.env_for(token), "PYTHONFAULTHANDLER": "1"},
+            # As from a terminal: a runner that starts the suite in the background ignores SIGINT,
+            # children inherit that, and Python then installs no KeyboardInterrupt handler.
+            preexec_fn=_default_sigint,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
         )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _error_line(done: subprocess.CompletedProcess) -> str:
