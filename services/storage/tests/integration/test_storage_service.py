@@ -157,6 +157,13 @@ def test_grpc_direct_paths_ranges_quota_datasets(service, tmp_path):
     )
     assert chunks[0].file.sha256 == manifest.files[0].sha256
     assert b"".join(c.data for c in chunks) == shard[1000:6000]
+    # Direct download: a view of hard links. A second call (another reader) reuses the complete view,
+    # so a file the first reader holds open or is about to open is never pulled from under it.
+    view = stub.CreateDirectDownload(api.CreateDirectDownloadRequest(artifact_id=artifact.meta.id), metadata=md)
+    directory = Path(view.filesystem_path).stat().st_ino  # a rebuilt view is a new directory
+    again = stub.CreateDirectDownload(api.CreateDirectDownloadRequest(artifact_id=artifact.meta.id), metadata=md)
+    assert again.filesystem_path == view.filesystem_path and Path(again.filesystem_path).stat().st_ino == directory
+    assert Path(view.filesystem_path, "rank-0.pt").read_bytes() == shard
     with pytest.raises(grpc.RpcError) as err:
         list(
             stub.Download(

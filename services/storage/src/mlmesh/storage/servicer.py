@@ -367,19 +367,30 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     def _materialize(self, artifact: artifact_pb2.Artifact) -> Path:
         """A read-only directory of the artifact's files: hard links to the verified hot blobs
-        (same filesystem, no copy). Rebuilt atomically on every call."""
+        (same filesystem, no copy). An artifact never changes, so a complete view is reused as it
+        is: rebuilding it would pull files from under a reader of an earlier call (two deployments
+        of one model read the same view at once). An incomplete one is replaced by a fresh build."""
         hot = self.core.tiers[HOT]
         views = Path(hot.root) / "views"
         final = views / artifact.meta.id
+        if _view_complete(final, artifact):
+            return final
         tmp = views / f".{artifact.meta.id}.{os.getpid()}.{time.monotonic_ns()}"
         for f in artifact.manifest.files:
             target = tmp / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(hot.path(f.sha256), target)
         tmp.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            os.rename(tmp, final)  # fails if `final` exists (a directory is not replaced)
+        except OSError:
+            if _view_complete(final, artifact):  # a concurrent call built it first
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            stale = views / f".stale.{artifact.meta.id}.{time.monotonic_ns()}"
+            os.rename(final, stale)
+            os.rename(tmp, final)
+            shutil.rmtree(stale, ignore_errors=True)
         return final
 
     async def GetArtifact(self, request, context) -> api.GetArtifactResponse:
@@ -489,3 +500,10 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             ),
             ce_subject=artifact.meta.id,
         )
+
+
+def _view_complete(view: Path, artifact: artifact_pb2.Artifact) -> bool:
+    try:
+        return all((view / f.path).stat().st_size == f.size_bytes for f in artifact.manifest.files)
+    except OSError:
+        return False
