@@ -74,6 +74,7 @@ CATALOGUE: dict[str, set[str]] = {
     "mlmesh_team_jobs_total": {"team", "outcome"},
     "mlmesh_team_queue_wait_seconds": {"team"},
     "mlmesh_node_ready": {"node"},
+    "mlmesh_node_not_ready": {"node"},
     "mlmesh_alerts_firing": {"rule", "severity"},
     "mlmesh_telemetry_events_ingested_total": {"stream", "type"},
 }
@@ -178,9 +179,8 @@ def test_alerts_mirror_the_telemetry_defaults():
     rules = {r["alert"]: r for g in yaml.safe_load(RULE_FILES[1].read_text())["groups"] for r in g["rules"]}
     assert rules["MlmeshGpuMemoryHigh"]["for"] == "2m" and "> 0.9" in rules["MlmeshGpuMemoryHigh"]["expr"]
     assert rules["MlmeshInferenceP99High"]["for"] == "5m" and "> 0.2" in rules["MlmeshInferenceP99High"]["expr"]
-    assert (
-        rules["MlmeshNodeNotReady"]["for"] == "1m" and "mlmesh_node_ready) == 0" in rules["MlmeshNodeNotReady"]["expr"]
-    )
+    node = rules["MlmeshNodeNotReady"]
+    assert node["for"] == "1m" and "mlmesh_node_not_ready) == 1" in node["expr"]
     assert "[1h]" in rules["MlmeshJobFailureRateHigh"]["expr"] and "> 0.5" in rules["MlmeshJobFailureRateHigh"]["expr"]
     assert "up{" in rules["MlmeshMetricsTargetDown"]["expr"] and "== 0" in rules["MlmeshMetricsTargetDown"]["expr"]
 

@@ -27,6 +27,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlmesh.api.events.v1 import events_pb2
+from mlmesh.api.fabric.v1 import fabric_service_pb2 as fabric_api
+from mlmesh.api.fabric.v1 import fabric_service_pb2_grpc
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.telemetry.v1 import alert_pb2, telemetry_service_pb2_grpc
 from mlmesh.api.telemetry.v1 import telemetry_service_pb2 as api
@@ -195,9 +197,36 @@ def test_node_alert_fires_and_resolves_exactly_once_across_a_telemetry_restart(m
     )
     mesh.start_telemetry(NODE_RULES)
     stub = mesh.stub()
+    fabric_stub = fabric_service_pb2_grpc.FabricServiceStub(grpc.insecure_channel(f"127.0.0.1:{fabric['grpc_port']}"))
+
+    def node_gauges(want: tuple[float, float]) -> None:
+        """Wait until telemetry's /metrics says (mlmesh_node_ready, mlmesh_node_not_ready) == want."""
+        deadline, got = time.monotonic() + 20, None
+        while time.monotonic() < deadline:
+            families = mesh.metrics("telemetry")
+            got = tuple(
+                next((s.value for s in families[name].samples if s.labels == {"node": "node-1"}), None)
+                if name in families
+                else None
+                for name in ("mlmesh_node_ready", "mlmesh_node_not_ready")
+            )
+            if got == want:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"node-1 (ready, not_ready) = {got}, wanted {want}")
+
     with AlertListener(mesh.nats_url) as listener:
         listener.pump(1.0)
+        node_gauges((1.0, 0.0))
         assert listener.received == [], "a Ready node must not alert"
+        # Cordoned is not Ready, but it is not lost either: nobody is paged (nor by Prometheus's rule,
+        # which reads mlmesh_node_not_ready).
+        fabric_stub.Cordon(fabric_api.CordonRequest(node_id="node-1", reason="kernel upgrade"), metadata=md(mesh.admin))
+        node_gauges((0.0, 0.0))
+        listener.pump(2.0)
+        assert listener.received == [], "a cordoned node must not alert"
+        fabric_stub.Uncordon(fabric_api.UncordonRequest(node_id="node-1"), metadata=md(mesh.admin))
+        node_gauges((1.0, 0.0))
 
         os.kill(mesh.procs["agent"].pid, signal.SIGSTOP)  # silence: no heartbeats
         listener.wait_for(1, timeout=30)
@@ -205,6 +234,7 @@ def test_node_alert_fires_and_resolves_exactly_once_across_a_telemetry_restart(m
         assert subject == "mlmesh.alerts.critical.node_not_ready" and kind.endswith("AlertFired")
         assert fired.alert.state == alert_pb2.ALERT_STATE_FIRING and fired.alert.labels["node"] == "node-1"
         assert fired.alert.summary == "node node-1 is NotReady"
+        node_gauges((0.0, 1.0))
 
         # A restart while the alert fires restores it from the stream: no second AlertFired.
         mesh.stop("telemetry")
@@ -218,6 +248,7 @@ def test_node_alert_fires_and_resolves_exactly_once_across_a_telemetry_restart(m
         os.kill(mesh.procs["agent"].pid, signal.SIGCONT)  # it re-registers and is Ready again
         listener.wait_for(2, timeout=30)
         listener.pump(2.0)  # several more evaluations: nothing else may arrive
+        node_gauges((1.0, 0.0))
     kinds = [(s, k.rsplit(".", 1)[-1], e.alert.id) for s, k, e in listener.received]
     assert kinds == [
         ("mlmesh.alerts.critical.node_not_ready", "AlertFired", fired.alert.id),

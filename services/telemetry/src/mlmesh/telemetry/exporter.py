@@ -8,6 +8,7 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from mlmesh.api.fabric.v1.node_pb2 import NODE_STATE_NOT_READY, NODE_STATE_READY
 from mlmesh.telemetry.domain.aggregates import WAIT_BUCKETS
 
 
@@ -49,9 +50,15 @@ class AggregatesCollector(Collector):
             waits.add_metric([team], cumulative, hist.total)
         yield from (hours, in_use, util, outcomes, waits)
         nodes = GaugeMetricFamily("mlmesh_node_ready", "1 while a node is Ready", labels=["node"])
+        # Not Ready is not NotReady: a cordoned or draining node is healthy and must not page anyone.
+        lost = GaugeMetricFamily(
+            "mlmesh_node_not_ready", "1 while the fabric marks a node NotReady (lost heartbeats)", labels=["node"]
+        )
         for node, (state, _reason, _since) in sorted(agg.nodes.items()):
-            nodes.add_metric([node], 1.0 if state == 1 else 0.0)
+            nodes.add_metric([node], 1.0 if state == NODE_STATE_READY else 0.0)
+            lost.add_metric([node], 1.0 if state == NODE_STATE_NOT_READY else 0.0)
         yield nodes
+        yield lost
         firing = GaugeMetricFamily("mlmesh_alerts_firing", "Alerts firing now", labels=["rule", "severity"])
         counts2: dict[tuple[str, str], int] = {}
         for a in self.engine.active.values():
