@@ -282,6 +282,40 @@ async def test_higher_priority_preempts_with_checkpoint_and_victim_returns_to_pe
     await h.wait_state(high.meta.id, S.JOB_STATE_ADMITTED)
 
 
+async def test_reclaimed_quota_goes_to_its_owner_once(harness):
+    # One 8-GPU node; team-a and team-b have 4 GPUs nominal each, team-a may borrow 4. Team A's 6-GPU
+    # job borrows B's idle quota; B's 4-GPU job, of the same class, reclaims it. A is preempted once and
+    # waits (it used to be re-admitted into the room it had freed and preempted again, 3 times).
+    h = harness
+    h.write_nodes([gpu_node("n0")])
+    await h.start_scheduler()
+    await h.create_queue("qa", "team-a", gpus=4, borrow=4)
+    await h.create_queue("qb", "team-b", gpus=4)
+
+    async def running(job):
+        job = await h.wait_state(job.meta.id, S.JOB_STATE_ADMITTED)
+        for _ in range(100):
+            if (job := await h.get(job.meta.id, h.admin)).status.run_id:
+                break
+            await asyncio.sleep(0.05)
+        await h.run_event(job, R.RUN_STATE_RUNNING)
+        return await h.wait_state(job.meta.id, S.JOB_STATE_RUNNING)
+
+    a = await running(await h.submit(command_spec(name="borrower", gpus=6, priority_class="inference")))
+    assert a.status.borrowing
+    b = await h.submit(command_spec(name="owner", gpus=4, priority_class="inference"), token=h.bob)
+    a = await h.wait_state(a.meta.id, S.JOB_STATE_PREEMPTED)
+    assert a.status.reason == "ReclaimQuota", a.status
+    await h.run_event(a, R.RUN_STATE_STOPPED)
+    b = await running(b)
+    await asyncio.sleep(1.0)  # several scheduling cycles
+    a = await h.get(a.meta.id, h.admin)
+    assert a.status.state == S.JOB_STATE_PENDING and a.status.preemption_count == 1, a.status
+    assert (await h.get(b.meta.id, h.admin)).status.state == S.JOB_STATE_RUNNING
+    await h.run_event(b, R.RUN_STATE_SUCCEEDED)
+    await h.wait_state(a.meta.id, S.JOB_STATE_ADMITTED)
+
+
 async def test_watch_streams_state_changes(harness):
     h = harness
     await h.start_scheduler()
@@ -299,6 +333,35 @@ async def test_watch_streams_state_changes(harness):
     stream.cancel()
     assert got[0][1] == first.meta.id and got[0][0] in (api.WATCH_EVENT_TYPE_SNAPSHOT,)
     assert (api.WATCH_EVENT_TYPE_CHANGED, second.meta.id, S.JOB_STATE_ADMITTED) in got
+
+
+async def test_watch_named_jobs_in_their_own_team(harness):
+    h = harness
+    await h.start_scheduler()
+    await h.create_queue("qa", "team-a", gpus=16)
+    job = await h.submit(command_spec(name="named"))
+
+    async def first_message(who, **request):
+        stream = h.stub.WatchJobs(api.WatchJobsRequest(send_initial=True, **request), metadata=h.md(who), timeout=20)
+        try:
+            async for msg in stream:
+                return msg
+        finally:
+            stream.cancel()
+
+    # An admin watching a team's job by id needs no `team` (it used to wait, silently, for ever).
+    msg = await first_message(h.admin, job_ids=[job.meta.id])
+    assert msg.type == api.WATCH_EVENT_TYPE_SNAPSHOT and msg.job.meta.id == job.meta.id
+    # Another team's job, an unknown one, or a job outside the named team: NOT_FOUND, naming them.
+    for who, request in (
+        (h.bob, {"job_ids": [job.meta.id]}),
+        (h.alice, {"job_ids": [job.meta.id, "no-such-job"]}),
+        (h.admin, {"job_ids": [job.meta.id], "team": "team-b"}),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await first_message(who, **request)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert err.value.details() == f"job_ids: {request['job_ids'][-1]} not found"
 
 
 async def test_queue_admin_and_priority_classes(harness):

@@ -72,6 +72,16 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
             raise NotFound(f"job {job_id} not found")
         return job
 
+    async def _job_anywhere(self, job_id: str) -> job_pb2.Job | None:
+        """The job from this replica's view, else from the store; None if it does not exist."""
+        job = self.c.jobs.items.get(job_id)
+        if job is not None:
+            return job
+        try:
+            return (await self.c.store.jobs.get(job_id)).value
+        except (NotFound, InvalidArgument):
+            return None
+
     def _catalog(self) -> Catalog:
         return Catalog(
             queues={name: q.spec.team for name, q in self.c.queues.items.items()},
@@ -223,13 +233,17 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         if not ident.can_access(team):
             raise PermissionDenied(f"you may only watch jobs of team {ident.team}")
         ids, wanted = set(request.job_ids), set(request.states)
+        if ids:
+            # Named jobs are watched in their own team (an admin needs no `team`); a name that is
+            # unknown or not the caller's is refused now rather than waited on for ever. The store
+            # is asked too: this replica's view may lag a submit made through another one.
+            missing = [i for i in sorted(ids) if not _watchable(await self._job_anywhere(i), ident, request.team)]
+            if missing:
+                raise NotFound(f"job_ids: {', '.join(missing)} not found")
 
         def matches(job: job_pb2.Job) -> bool:
-            return (
-                job.meta.team == team
-                and (not ids or job.meta.id in ids)
-                and label_match(job.meta.labels, request.label_selector)
-            )
+            in_scope = job.meta.id in ids if ids else job.meta.team == team
+            return in_scope and label_match(job.meta.labels, request.label_selector)
 
         queue: asyncio.Queue = asyncio.Queue(maxsize=WATCH_BUFFER)
         overflowed = False
@@ -531,3 +545,7 @@ def _valid_path(descriptor, path: str) -> bool:
         if descriptor is None:
             return part == path.split(".")[-1]
     return True
+
+
+def _watchable(job: job_pb2.Job | None, ident: Identity, team: str) -> bool:
+    return job is not None and ident.can_access(job.meta.team) and (not team or job.meta.team == team)
