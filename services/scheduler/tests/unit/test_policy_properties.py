@@ -262,6 +262,9 @@ def test_preemption_frees_exactly_what_it_claims_and_then_the_preemptor_fits(sc)
         assert p.for_job_id not in admitted and job.can_preempt
         if p.reason == "HigherPriority":
             assert v.priority < job.priority
+            if not (before[job.queue] + job.request.total).fits_in(queues[job.queue].nominal):
+                # A borrowing preemptor takes only from its own queue or from one that borrows.
+                assert v.queue == job.queue or not before[v.queue].fits_in(queues[v.queue].nominal)
         elif p.reason == "QueueQuota":  # the preemptor's own queue was full: lower priority, same queue
             assert v.priority < job.priority and v.queue == job.queue
         else:

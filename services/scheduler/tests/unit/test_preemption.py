@@ -240,3 +240,77 @@ def test_quota_preemption_takes_a_minimal_set():
     victims = {p.victim_id for p in result.preempted}
     # Latest admitted first ("big" frees 4 GPUs: enough alone); the small ones are reprieved.
     assert victims == {"big"}
+
+
+def _settle(queues_spec, running: list[RunningJob], pending_jobs: list[PendingJob], n_nodes: int = 1, cycles=12):
+    """Cycles until nothing changes; a preempted job stops before the next cycle and is pending again
+    (same seq, one more preemption). Returns (running, pending, preemptions)."""
+    preemptions: list[Preemption] = []
+    admitted_seq = 100
+    for _ in range(cycles):
+        queues = {name: queue(name, *limits) for name, limits in queues_spec.items()}
+        inv = cluster(n_nodes, queues, running)
+        result = run_cycle(inv, queues, pending_jobs, running)
+        if not result.admitted and not result.preempted:
+            break
+        preemptions += result.preempted
+        victims = {p.victim_id for p in result.preempted}
+        for r in [r for r in running if r.id in victims]:
+            running.remove(r)
+            back = GangRequest(1, r.usage)
+            pending_jobs.append(
+                PendingJob(r.id, r.queue, r.team, r.priority, True, back, r.admitted_seq, r.preemption_count + 1)
+            )
+        by_id = {j.id: j for j in pending_jobs}
+        for a in result.admitted:
+            j = by_id[a.job_id]
+            pending_jobs.remove(j)
+            admitted_seq += 1
+            where, per_worker = a.placement.assignments, j.request.per_worker
+            running.append(
+                RunningJob(
+                    j.id,
+                    j.queue,
+                    j.team,
+                    j.priority,
+                    j.request.total,
+                    where,
+                    per_worker,
+                    a.borrowing,
+                    admitted_seq,
+                    j.preemption_count,
+                )
+            )
+    return running, pending_jobs, preemptions
+
+
+@pytest.mark.parametrize("borrower_prio", [100, 200], ids=["equal-priority", "borrower-higher"])
+def test_reclaimed_room_goes_to_the_owner_not_back_to_the_borrower(borrower_prio):
+    # One 8-GPU node; a and b have 4 GPUs nominal each, a may borrow 4. a's 6-GPU job borrows b's idle
+    # quota; then b submits a 4-GPU job, within its nominal, which does not fit beside it. b reclaims
+    # once; a's job must then wait, not be re-admitted into the room b freed (and preempted again, up
+    # to max_preemptions_per_job, as it once was), whatever its priority.
+    spec = {"a": (4, 4), "b": (4, 0)}
+    running = [run("a-borrows", "a", [("n0", 1)], 6, prio=borrower_prio, seq=1, borrowing=True)]
+    running, waiting, preemptions = _settle(spec, running, [pending("b-owner", "b", 4, prio=100, seq=2)])
+    assert [(p.victim_id, p.reason) for p in preemptions] == [("a-borrows", "ReclaimQuota")]
+    assert [r.id for r in running] == ["b-owner"]
+    assert [j.id for j in waiting] == ["a-borrows"]
+    # b's job finishes: a's job is admitted again, once.
+    running, waiting, preemptions = _settle(spec, [], waiting)
+    assert [r.id for r in running] == ["a-borrows"] and not waiting and not preemptions
+
+
+def test_a_borrowing_job_never_preempts_another_queue_within_its_nominal():
+    # a (nominal 2) wants 4 GPUs at a higher priority, borrowing from c's idle quota. The node is full
+    # of b's job, which is within b's nominal: preempting it would let b reclaim right back.
+    spec = {"a": (2, 8), "b": (8, 0), "c": (8, 0)}
+    running = [run("b-nominal", "b", [("n0", 1)], 8, prio=100, seq=1)]
+    running, waiting, preemptions = _settle(spec, running, [pending("a-high", "a", 4, prio=200, seq=2)])
+    assert preemptions == [] and [r.id for r in running] == ["b-nominal"] and [j.id for j in waiting] == ["a-high"]
+    # Within its own nominal quota the same priority gap does preempt.
+    spec = {"a": (4, 8), "b": (8, 0), "c": (8, 0)}
+    running = [run("b-nominal", "b", [("n0", 1)], 8, prio=100, seq=1)]
+    running, waiting, preemptions = _settle(spec, running, [pending("a-high", "a", 4, prio=200, seq=2)])
+    assert [(p.victim_id, p.reason) for p in preemptions] == [("b-nominal", "HigherPriority")]
+    assert [r.id for r in running] == ["a-high"]

@@ -5,6 +5,14 @@ dominant-resource share per weight (recomputed after each admission; shares are 
 setup being one queue per team); within a queue, submit order `seq`. A job that cannot be admitted is
 recorded in `blocked` and the cycle goes on with the jobs behind it (no head-of-line blocking).
 
+Jobs that would borrow (above nominal, within the borrowing limit) go in a second pass, in the same order, after
+every job that stays within its queue's nominal quota: quota is lent only while its owner does not
+want it. (A queue leaves the first pass at its first job that would borrow, and the jobs behind that
+one wait for the second pass too, which keeps the first pass's cost independent of queue depth.)
+Without this, a job preempted to reclaim borrowed quota was re-admitted, borrowing, into the room
+its preemption had just freed (equal priority and an earlier submit, or a higher priority), and
+preempted again, until `max_preemptions_per_job` made it immune and the owner waited.
+
 For each job, in that order:
 1. quota (`quota.QuotaBook`): blocked with QUOTA;
 2. placement on the free capacity: admitted, reserved in `inv`, charged to `queues[...].used`;
@@ -27,6 +35,7 @@ do not fit costs a lookup each. Setup is one pass over a `pending` list, none fo
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 
 from mlmesh.scheduler.domain.inventory import Inventory
 from mlmesh.scheduler.domain.model import (
@@ -49,6 +58,7 @@ from mlmesh.scheduler.domain.quota import QuotaBook
 
 __all__ = ["PendingQueues", "run_cycle"]
 
+_Stream = tuple[str, PendingJob, Iterator[PendingJob]]  # a queue's next job, and the rest in order
 _RESERVATION_TRIES_PER_LEVEL = 4  # NO_FIT jobs per priority level that may try to place a reservation
 
 
@@ -108,25 +118,50 @@ class _Cycle:
     def run(self, pending: list[PendingJob] | PendingQueues, max_admissions: int | None) -> None:
         levels = pending.levels() if isinstance(pending, PendingQueues) else group_list(pending)
         budget = len(pending) if max_admissions is None else max_admissions
-        admitted = self.result.admitted
-        share = self._share
+        borrowers: dict[int, list[_Stream]] = {}
         for priority in sorted(levels, reverse=True):
-            heap = []
+            streams = []
             for name, jobs in levels[priority].items():
                 it = iter(jobs)
                 job = next(it, None)
                 if job is not None:
-                    heap.append((share(name), name, job, it))  # (share, name) is unique: job never compared
-            heapq.heapify(heap)
-            while heap:
-                if len(admitted) >= budget:
-                    return
-                _, name, job, it = heapq.heappop(heap)
-                self._consider(job)
-                job = next(it, None)
-                if job is not None:
-                    # Only this queue's share changed, so every other heap key is still current.
-                    heapq.heappush(heap, (share(name), name, job, it))
+                    streams.append((name, job, it))
+            if not self._drain(streams, budget, borrowers.setdefault(priority, [])):
+                return
+        for priority in sorted(borrowers, reverse=True):
+            if not self._drain(borrowers[priority], budget, None):
+                return
+
+    def _drain(self, streams: list[_Stream], budget: int, borrowers: list[_Stream] | None) -> bool:
+        """Consider one priority level's jobs in DRF order; False once `budget` admissions are made.
+        With `borrowers` given (the first pass), a queue whose next job would borrow stops there and
+        is put in `borrowers` as it stands: O(queues), however deep the queues are."""
+        admitted = self.result.admitted
+        share = self._share
+        heap = [(share(name), name, job, it) for name, job, it in streams]  # (share, name) is unique
+        heapq.heapify(heap)
+        while heap:
+            if len(admitted) >= budget:
+                return False
+            _, name, job, it = heapq.heappop(heap)
+            if borrowers is not None and self._would_borrow(job):
+                borrowers.append((name, job, it))
+                continue
+            self._consider(job)
+            job = next(it, None)
+            if job is not None:
+                # Only this queue's share changed, so every other heap key is still current.
+                heapq.heappush(heap, (share(name), name, job, it))
+        return True
+
+    def _would_borrow(self, job: PendingJob) -> bool:
+        """Above the queue's nominal quota but within its borrowing limit (a job beyond the limit
+        never borrows: it waits on quota, or preempts within its queue, in the first pass)."""
+        q = self.queues.get(job.queue)
+        if q is None:
+            return False
+        new = q.used + job.request.total
+        return not new.fits_in(q.nominal) and new.fits_in(q.nominal + q.borrowing_limit)
 
     def _share(self, name: str) -> float:
         q = self.queues.get(name)

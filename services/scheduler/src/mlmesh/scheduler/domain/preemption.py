@@ -1,7 +1,9 @@
 """Choosing preemption victims: a minimal set, cheapest first, found by what-if release and place.
 
 Who may be a victim of pending job P:
-- a job of strictly lower priority ("HigherPriority");
+- a job of strictly lower priority ("HigherPriority"); when P would borrow (take its queue above
+  nominal), only one of P's own queue or of a queue that itself borrows: a queue's nominal quota is
+  guaranteed, and taking it for borrowed quota would be reclaimed at once (a preemption loop);
 - a job of another queue admitted on borrowed quota (`borrowing`), whose queue still holds more than
   its nominal quota, when P's own queue stays within nominal after admitting P ("ReclaimQuota");
   only here may the victim's priority be equal or higher.
@@ -92,7 +94,8 @@ class VictimFinder:
             req.allow_spot,
             req.required_level,
             job.priority,
-            job.queue if reclaim else None,
+            job.queue,  # own-queue victims, and reclaim, depend on it
+            reclaim,
         )
         if req.workers >= self._failed.get(key, 1 << 62):
             return None
@@ -211,13 +214,18 @@ class VictimFinder:
         return PreemptionPlan(tuple((v, "QueueQuota") for v in chosen), target)
 
     def _reason(self, job: PendingJob, v: RunningJob, reclaim: bool, reclaimed_now: dict[str, Res]) -> str | None:
-        if v.priority < job.priority:
+        # `reclaim`: the preemptor stays within its queue's nominal quota; otherwise it would borrow.
+        if v.priority < job.priority and (reclaim or v.queue == job.queue or self._borrows(v, reclaimed_now)):
             return "HigherPriority"
-        if not (reclaim and v.borrowing and v.queue != job.queue):
-            return None
+        if reclaim and v.queue != job.queue and v.borrowing and self._borrows(v, reclaimed_now):
+            return "ReclaimQuota"
+        return None
+
+    def _borrows(self, v: RunningJob, reclaimed_now: dict[str, Res]) -> bool:
+        """Whether the victim's queue, less this cycle's victims, still holds more than nominal: a
+        queue within nominal is never taken from for another queue's reclaim or borrowing."""
         owner = self.queues.get(v.queue)
         if owner is None:
-            return None
+            return False
         gone = self._reclaimed.get(v.queue, ZERO) + reclaimed_now.get(v.queue, ZERO)
-        # Reclaim only from queues that still borrow: never take a queue that is within nominal.
-        return "ReclaimQuota" if QuotaBook.above_nominal(owner, gone) else None
+        return QuotaBook.above_nominal(owner, gone)
