@@ -12,8 +12,8 @@ What it does:
    queues team-a and team-b with C/2 nominal CPU each, team-a may borrow C/2 more; team A's job
    asks for 3C/4, team B's for C/2 (the job files are written for C = 2 CPUs, and copied with
    rescaled requests otherwise);
-2. creates the queues as an admin (`mlmesh queues create`; the CPU borrowing limit through the SDK,
-   since the CLI only has --borrow-gpus);
+2. creates the queues as an admin (`mlmesh queues create`, then `mlmesh queues update team-a
+   --borrow-cpu`);
 3. submits team A's job with a team-a token, waits until it runs (borrowing);
 4. submits team B's job with a team-b token: B is within its quota, the node is full, so the
    scheduler preempts A's borrowing, lower-priority job; A goes back to PENDING, B runs;
@@ -106,23 +106,9 @@ def create_queues(capacity: int) -> None:
         if done.returncode != 0:  # a second run on the same mesh: reset the nominal quota
             mlmesh("queues", "update", team, "--cpu", f"{half}m", "--gpus", "0")
         say(f"queue {team}: nominal {half}m CPU (mlmesh {' '.join(args)})")
-    set_cpu_borrowing_limit("team-a", half)
-    say(f"queue team-a: may borrow {half}m CPU beyond nominal (SDK UpdateQueue: the CLI has only --borrow-gpus)")
+    mlmesh("queues", "update", "team-a", "--borrow-cpu", f"{half}m")
+    say(f"queue team-a: may borrow {half}m CPU beyond nominal (mlmesh queues update team-a --borrow-cpu {half}m)")
     say("mlmesh queues list:\n" + mlmesh("queues", "list").stdout.rstrip())
-
-
-def set_cpu_borrowing_limit(queue: str, cpu_millis: int) -> None:
-    from google.protobuf import field_mask_pb2
-
-    from mlmesh.api.scheduler.v1 import queue_pb2
-    from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as api
-    from mlmesh.sdk.client import scheduler_client
-
-    spec = queue_pb2.QueueSpec()
-    spec.borrowing_limit.cpu_millis = cpu_millis
-    mask = field_mask_pb2.FieldMask(paths=["borrowing_limit.cpu_millis"])
-    with scheduler_client() as client:
-        client.call(client.stub.UpdateQueue, api.UpdateQueueRequest(name=queue, spec=spec, update_mask=mask))
 
 
 def job_files(capacity: int, workdir: Path, same_priority: bool) -> tuple[Path, Path]:
@@ -297,7 +283,7 @@ def main() -> int:
     parser.add_argument(
         "--same-priority",
         action="store_true",
-        help="team A's job in team B's class (inference): preemption by quota reclaim alone (README: known issue)",
+        help="team A's job in team B's class (inference): preemption by quota reclaim alone (README: variant)",
     )
     args = parser.parse_args()
     try:

@@ -121,10 +121,13 @@ def test_quota_preemption_scenario_ends_as_the_readme_says(mesh: Mesh, tmp_path:
     # ... and A came back only once B was done with the room.
     assert _time_of(b, "SUCCEEDED") <= _time_of(a, "ADMITTED", nth=1)
 
-    # Each team sees its own job's end in `mlmesh jobs watch` (which exits for a finished job).
-    for job, team in ((a, "team-a"), (b, "team-b")):
-        watched = mesh.ok("jobs", "watch", job["meta"]["id"], "--team", team, timeout=30).stdout
+    # `mlmesh jobs watch` shows each job's end (and exits for a finished job): a named job is
+    # watched in its own team, so the admin needs `--team` for neither; an unknown id is an error.
+    for job, team in ((a, ("--team", "team-a")), (b, ())):
+        watched = mesh.ok("jobs", "watch", job["meta"]["id"], *team, timeout=30).stdout
         assert "SUCCEEDED" in watched, watched
+    unknown = mesh.run("jobs", "watch", "j0123456789abcde", timeout=30)
+    assert unknown.returncode != 0 and "j0123456789abcde not found" in unknown.stderr, unknown
 
     # The queues hold nothing any more.
     queues = {q["meta"]["id"]: q for q in mesh.json("queues", "list")["queues"]}

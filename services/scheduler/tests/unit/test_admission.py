@@ -193,3 +193,16 @@ def test_pending_queues_give_the_same_decisions_as_a_list():
     assert len(pq) == 30
     pq.remove("j0")
     assert "j0" not in pq and len(pq) == 29
+
+
+def test_quota_message_reads_like_the_cli():
+    from mlmesh.common.quantities import UNLIMITED_MEMORY_BYTES
+
+    inv = Inventory([node(0)])
+    # A queue whose memory is unlimited (the CLI's default): the message says so, not 1.07e+09 GiB.
+    q = QueueState("a", "a", Res(0, 1_000, UNLIMITED_MEMORY_BYTES), Res(0, 0, 0))
+    pend = PendingJob("big", "a", "a", 100, False, GangRequest(1, Res(0, 1_500, 256 * 2**20)), 0)
+    result = run_cycle(inv, {"a": q}, [pend], [])
+    message = result.blocked["big"].message
+    assert "needs 0 GPUs, 1500m CPU, 256Mi memory" in message, message
+    assert "nominal 0 GPUs, 1 CPU, unlimited memory" in message, message

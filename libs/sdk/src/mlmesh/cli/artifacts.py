@@ -21,8 +21,9 @@ from rich.progress import (
 
 from mlmesh.api.storage.v1 import artifact_pb2
 from mlmesh.api.storage.v1 import storage_service_pb2 as api
-from mlmesh.cli.common import EndpointOpt, JsonOpt, TimeoutOpt, age, enum_short, fmt_bytes, print_message, storage
+from mlmesh.cli.common import EndpointOpt, JsonOpt, TimeoutOpt, age, enum_short, print_message, storage
 from mlmesh.cli.output import CliError, console, err_console, print_table
+from mlmesh.common.quantities import fmt_bytes
 from mlmesh.sdk import transfer
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S
 

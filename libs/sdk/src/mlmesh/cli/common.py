@@ -72,24 +72,3 @@ def age(ts, now: float | None = None) -> str:
         if secs >= size:
             return f"{secs // size}{unit}"
     return f"{secs}s"
-
-
-def fmt_cpu(millis: int) -> str:
-    if millis >= UNLIMITED_CPU_MILLIS:
-        return "unlimited"
-    return f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
-
-
-def fmt_bytes(n: int) -> str:
-    if n >= UNLIMITED_MEMORY_BYTES:
-        return "unlimited"
-    for unit, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if n >= size:
-            value = n / size
-            return f"{value:g}{unit}" if value == int(value) else f"{value:.1f}{unit}"
-    return str(n)
-
-
-# Queue quotas that leave CPU or memory unspecified do not limit them: stored as these.
-UNLIMITED_CPU_MILLIS = 10**12
-UNLIMITED_MEMORY_BYTES = 1 << 60

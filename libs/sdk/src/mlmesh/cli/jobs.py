@@ -30,13 +30,12 @@ from mlmesh.cli.common import (
     TimeoutOpt,
     age,
     enum_short,
-    fmt_bytes,
-    fmt_cpu,
     print_message,
     scheduler,
     to_dict,
 )
 from mlmesh.cli.output import CliError, console, err_console, print_table
+from mlmesh.common.quantities import fmt_bytes, fmt_cpu
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, Client, RpcFailure, backoff_delays, trainer_client
 from mlmesh.sdk.jobspec import JobSpecError, load_job_spec
 

@@ -16,12 +16,11 @@ from mlmesh.cli.common import (
     age,
     enum_short,
     fabric,
-    fmt_bytes,
-    fmt_cpu,
     print_message,
     to_dict,
 )
 from mlmesh.cli.output import CliError, console, print_json, print_table
+from mlmesh.common.quantities import fmt_bytes, fmt_cpu
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S
 from mlmesh.sdk.jobspec import parse_memory
 

@@ -13,8 +13,9 @@ from rich.text import Text
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
-from mlmesh.cli.common import JsonOpt, TimeoutOpt, enum_short, fmt_bytes, print_message
+from mlmesh.cli.common import JsonOpt, TimeoutOpt, enum_short, print_message
 from mlmesh.cli.output import CliError, console
+from mlmesh.common.quantities import fmt_bytes
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S, trainer_client
 from mlmesh.sdk.jobspec import JobSpecError, load_job_spec, parse_memory
 

@@ -10,17 +10,14 @@ from google.protobuf import field_mask_pb2
 from mlmesh.api.scheduler.v1 import queue_pb2
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as api
 from mlmesh.cli.common import (
-    UNLIMITED_CPU_MILLIS,
-    UNLIMITED_MEMORY_BYTES,
     EndpointOpt,
     JsonOpt,
     TimeoutOpt,
-    fmt_bytes,
-    fmt_cpu,
     print_message,
     scheduler,
 )
 from mlmesh.cli.output import CliError, console, print_table
+from mlmesh.common.quantities import UNLIMITED_CPU_MILLIS, UNLIMITED_MEMORY_BYTES, fmt_bytes, fmt_cpu
 from mlmesh.sdk.client import DEFAULT_TIMEOUT_S
 from mlmesh.sdk.jobspec import parse_cpu, parse_memory
 
@@ -33,21 +30,25 @@ GpusOpt = Annotated[int | None, typer.Option("--gpus", help="Nominal (guaranteed
 CpuOpt = Annotated[str | None, typer.Option("--cpu", help="Nominal CPU, e.g. 64 or 500m [default: not limited].")]
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Nominal memory, e.g. 512Gi [default: not limited].")]
 BorrowOpt = Annotated[int | None, typer.Option("--borrow-gpus", help="GPUs it may borrow beyond nominal.", min=0)]
+BorrowCpuOpt = Annotated[str | None, typer.Option("--borrow-cpu", help="CPU it may borrow beyond nominal, e.g. 8.")]
+BorrowMemoryOpt = Annotated[
+    str | None, typer.Option("--borrow-memory", help="Memory it may borrow beyond nominal, e.g. 64Gi.")
+]
 WeightOpt = Annotated[float | None, typer.Option("--weight", help="Fair-share weight (0 = 1).", min=0)]
 
 
-def _cpu(text: str) -> int:
+def _cpu(text: str, flag: str = "--cpu") -> int:
     try:
         return parse_cpu(text)
     except ValueError as exc:
-        raise CliError(f"--cpu: {exc}", exit_code=2) from None
+        raise CliError(f"{flag}: {exc}", exit_code=2) from None
 
 
-def _memory(text: str) -> int:
+def _memory(text: str, flag: str = "--memory") -> int:
     try:
         return parse_memory(text)
     except ValueError as exc:
-        raise CliError(f"--memory: {exc}", exit_code=2) from None
+        raise CliError(f"{flag}: {exc}", exit_code=2) from None
 
 
 def _print_queue(q: queue_pb2.Queue) -> None:
@@ -138,6 +139,8 @@ def create_queue(
     cpu: CpuOpt = None,
     memory: MemoryOpt = None,
     borrow_gpus: BorrowOpt = None,
+    borrow_cpu: BorrowCpuOpt = None,
+    borrow_memory: BorrowMemoryOpt = None,
     weight: WeightOpt = None,
     default: Annotated[bool, typer.Option("--default", help="The team's default queue.")] = False,
     priority_class: Annotated[
@@ -154,6 +157,8 @@ def create_queue(
     spec.nominal_quota.cpu_millis = _cpu(cpu) if cpu is not None else UNLIMITED_CPU_MILLIS
     spec.nominal_quota.memory_bytes = _memory(memory) if memory is not None else UNLIMITED_MEMORY_BYTES
     spec.borrowing_limit.gpus = borrow_gpus or 0
+    spec.borrowing_limit.cpu_millis = _cpu(borrow_cpu, "--borrow-cpu") if borrow_cpu is not None else 0
+    spec.borrowing_limit.memory_bytes = _memory(borrow_memory, "--borrow-memory") if borrow_memory is not None else 0
     with scheduler(endpoint, timeout) as client:
         q = client.call(client.stub.CreateQueue, api.CreateQueueRequest(name=name, spec=spec)).queue
     if json_output:
@@ -169,6 +174,8 @@ def update_queue(
     cpu: CpuOpt = None,
     memory: MemoryOpt = None,
     borrow_gpus: BorrowOpt = None,
+    borrow_cpu: BorrowCpuOpt = None,
+    borrow_memory: BorrowMemoryOpt = None,
     weight: WeightOpt = None,
     json_output: JsonOpt = False,
     endpoint: EndpointOpt = None,
@@ -189,11 +196,18 @@ def update_queue(
     if borrow_gpus is not None:
         spec.borrowing_limit.gpus = borrow_gpus
         paths.append("borrowing_limit.gpus")
+    if borrow_cpu is not None:
+        spec.borrowing_limit.cpu_millis = _cpu(borrow_cpu, "--borrow-cpu")
+        paths.append("borrowing_limit.cpu_millis")
+    if borrow_memory is not None:
+        spec.borrowing_limit.memory_bytes = _memory(borrow_memory, "--borrow-memory")
+        paths.append("borrowing_limit.memory_bytes")
     if weight is not None:
         spec.weight = weight
         paths.append("weight")
     if not paths:
-        raise CliError("nothing to update", hint="give --gpus, --cpu, --memory, --borrow-gpus or --weight", exit_code=2)
+        flags = "--gpus, --cpu, --memory, --borrow-gpus, --borrow-cpu, --borrow-memory or --weight"
+        raise CliError("nothing to update", hint=f"give {flags}", exit_code=2)
     request = api.UpdateQueueRequest(name=name, spec=spec, update_mask=field_mask_pb2.FieldMask(paths=paths))
     with scheduler(endpoint, timeout) as client:
         q = client.call(client.stub.UpdateQueue, request).queue

@@ -8,13 +8,14 @@ everything else; placement enforces it.)
 
 from __future__ import annotations
 
+from mlmesh.common.quantities import fmt_resources
 from mlmesh.scheduler.domain.model import ZERO, Blocked, BlockKind, QueueState, Res
 
 _DIMS = ("gpus", "cpu_millis", "memory_bytes")
 
 
 def _fmt(r: Res) -> str:
-    return f"{r.gpus} GPUs, {r.cpu_millis / 1000:g} CPU, {r.memory_bytes / 2**30:g} GiB"
+    return fmt_resources(r.gpus, r.cpu_millis, r.memory_bytes)
 
 
 def _min(a: Res, b: Res) -> Res:
