@@ -5,10 +5,11 @@ dominant-resource share per weight (recomputed after each admission; shares are 
 setup being one queue per team); within a queue, submit order `seq`. A job that cannot be admitted is
 recorded in `blocked` and the cycle goes on with the jobs behind it (no head-of-line blocking).
 
-Jobs that would borrow (above nominal, within the borrowing limit) go in a second pass, in the same order, after
-every job that stays within its queue's nominal quota: quota is lent only while its owner does not
-want it. (A queue leaves the first pass at its first job that would borrow, and the jobs behind that
-one wait for the second pass too, which keeps the first pass's cost independent of queue depth.)
+Jobs that would borrow (above nominal, within the borrowing limit) go in a second pass, in the same
+order, after every job that stays within its queue's nominal quota: quota is lent only while its
+owner does not want it. (A queue leaves the first pass at its first job that would borrow, and the
+jobs behind that one wait for the second pass too, which keeps the first pass's cost independent of
+queue depth.)
 Without this, a job preempted to reclaim borrowed quota was re-admitted, borrowing, into the room
 its preemption had just freed (equal priority and an earlier submit, or a higher priority), and
 preempted again, until `max_preemptions_per_job` made it immune and the owner waited.
