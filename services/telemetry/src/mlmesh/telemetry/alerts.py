@@ -33,6 +33,13 @@ SEVERITY = {
 }
 SEVERITY_NAME = {v: k for k, v in SEVERITY.items()}
 STATE = {FIRING: alert_pb2.ALERT_STATE_FIRING, RESOLVED: alert_pb2.ALERT_STATE_RESOLVED}
+COMPARATOR = {
+    "gt": alert_pb2.COMPARATOR_GREATER_THAN,
+    "ge": alert_pb2.COMPARATOR_GREATER_OR_EQUAL,
+    "lt": alert_pb2.COMPARATOR_LESS_THAN,
+    "le": alert_pb2.COMPARATOR_LESS_OR_EQUAL,
+    "eq": alert_pb2.COMPARATOR_EQUAL,
+}
 MAX_HISTORY = 1000
 
 
@@ -62,6 +69,22 @@ def to_proto(a: AlertStatus) -> alert_pb2.Alert:
     if a.last_eval:
         msg.last_eval_time.CopyFrom(_stamp(a.last_eval))
     return msg
+
+
+def rule_to_proto(r: Rule) -> alert_pb2.AlertRule:
+    rule = alert_pb2.AlertRule(
+        name=r.name,
+        severity=SEVERITY[r.severity],
+        metric=r.metric,
+        comparator=COMPARATOR[r.op],
+        threshold=r.threshold,
+        labels=r.labels,
+        summary=r.summary,
+        description=r.description,
+        enabled=r.enabled,
+    )
+    rule.for_duration.FromNanoseconds(int(r.for_s * 1e9))
+    return rule
 
 
 def from_proto(msg: alert_pb2.Alert) -> AlertStatus:

@@ -10,11 +10,11 @@ import time
 
 from google.protobuf.duration_pb2 import Duration
 
-from mlmesh.api.telemetry.v1 import alert_pb2, telemetry_service_pb2_grpc
 from mlmesh.api.telemetry.v1 import telemetry_service_pb2 as api
+from mlmesh.api.telemetry.v1 import telemetry_service_pb2_grpc
 from mlmesh.common.auth import current_identity
 from mlmesh.common.errors import InvalidArgument, NotFound
-from mlmesh.telemetry.alerts import SEVERITY, STATE, to_proto
+from mlmesh.telemetry.alerts import SEVERITY, STATE, rule_to_proto, to_proto
 from mlmesh.telemetry.domain.aggregates import Usage
 
 DEFAULT_PAGE = 100
@@ -74,21 +74,16 @@ class TelemetryServicer(telemetry_service_pb2_grpc.TelemetryServiceServicer):
         for i, severity in enumerate(request.severities):
             if severity not in SEVERITY.values():
                 raise InvalidArgument.field(f"severities[{i}]", "unknown severity")
-        selected = []
-        for a in self.engine.alerts():
-            msg = to_proto(a)
-            if not self._visible(a.labels):
-                continue
-            if request.states and msg.state not in request.states:
-                continue
-            if request.severities and msg.severity not in request.severities:
-                continue
-            if request.rule and a.rule != request.rule:
-                continue
-            if any(a.labels.get(k) != v for k, v in request.match_labels.items()):
-                continue
-            selected.append(msg)
-        page = selected[offset : offset + size]
+        selected = [
+            a
+            for a in self.engine.alerts()
+            if self._visible(a.labels)
+            and (not request.states or STATE.get(a.state) in request.states)
+            and (not request.severities or SEVERITY[a.severity] in request.severities)
+            and (not request.rule or a.rule == request.rule)
+            and all(a.labels.get(k) == v for k, v in request.match_labels.items())
+        ]
+        page = [to_proto(a) for a in selected[offset : offset + size]]
         more = offset + size < len(selected)
         return api.ListAlertsResponse(alerts=page, next_page_token=str(offset + size) if more else "")
 
@@ -101,28 +96,7 @@ class TelemetryServicer(telemetry_service_pb2_grpc.TelemetryServiceServicer):
         raise NotFound(f"alert {request.alert_id} not found")
 
     async def ListAlertRules(self, request, context):
-        rules = []
-        for r in self.engine.rules:
-            rule = alert_pb2.AlertRule(
-                name=r.name,
-                severity=SEVERITY[r.severity],
-                metric=r.metric,
-                comparator={
-                    "gt": alert_pb2.COMPARATOR_GREATER_THAN,
-                    "ge": alert_pb2.COMPARATOR_GREATER_OR_EQUAL,
-                    "lt": alert_pb2.COMPARATOR_LESS_THAN,
-                    "le": alert_pb2.COMPARATOR_LESS_OR_EQUAL,
-                    "eq": alert_pb2.COMPARATOR_EQUAL,
-                }[r.op],
-                threshold=r.threshold,
-                labels=r.labels,
-                summary=r.summary,
-                description=r.description,
-                enabled=r.enabled,
-            )
-            rule.for_duration.CopyFrom(_duration(r.for_s))
-            rules.append(rule)
-        return api.ListAlertRulesResponse(rules=rules)
+        return api.ListAlertRulesResponse(rules=[rule_to_proto(r) for r in self.engine.rules])
 
     # --- jobs and usage --------------------------------------------------------------------------
 
