@@ -36,9 +36,9 @@ class ControlStepRunner:
 
     async def advance(self) -> None:
         now = time.monotonic()
-        candidates = self.c.jobs_in(states.PENDING) + self.c.jobs_in(states.RUNNING)
-        for job in candidates:
-            if job.spec.kind not in control_steps.CONTROL_KINDS or job.meta.id in self.tasks:
+        items = self.c.jobs.items
+        for job in [items[i] for i in sorted(self.c.control_steps) if i in items]:
+            if job.meta.id in self.tasks or job.status.state not in (states.PENDING, states.RUNNING):
                 continue
             if self.after.get(job.meta.id, 0.0) > now:
                 continue

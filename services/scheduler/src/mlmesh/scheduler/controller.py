@@ -33,6 +33,7 @@ from mlmesh.scheduler.adapters.trainer_client import TrainerClient
 from mlmesh.scheduler.control_runner import ControlStepRunner
 from mlmesh.scheduler.domain import states
 from mlmesh.scheduler.domain.admission import run_cycle
+from mlmesh.scheduler.domain.control_steps import CONTROL_KINDS
 from mlmesh.scheduler.domain.model import CycleResult, PriorityClassInfo
 from mlmesh.scheduler.domain.pipeline import descendants
 from mlmesh.scheduler.job_factory import build_child, child_job_id
@@ -108,10 +109,11 @@ class Controller:
         self._consumers: list = []
         self.state = SchedulingState(self.priority_of, self.deps_ok, self._children_of)
         jobs.subscribe(self.state.on_job_change)
-        # Job ids by state (and live pipelines), so the loop's passes over retrying, preempted,
-        # admitted and pipeline jobs never scan a deep queue of pending ones.
+        # Job ids by state (and live pipelines and control-plane steps), so the loop's passes over
+        # retrying, preempted, admitted, pipeline and control jobs never scan a deep pending queue.
         self.by_state: dict[int, set[str]] = {}
         self.pipelines: set[str] = set()
+        self.control_steps: set[str] = set()
         for job in jobs.items.values():
             self._track(None, job)
         jobs.subscribe(self._track)
@@ -122,10 +124,14 @@ class Controller:
         if before is not None:
             self.by_state.get(before.status.state, set()).discard(before.meta.id)
             self.pipelines.discard(before.meta.id)
+            self.control_steps.discard(before.meta.id)
         if after is not None:
             self.by_state.setdefault(after.status.state, set()).add(after.meta.id)
-            if after.spec.kind == job_pb2.JOB_KIND_PIPELINE and after.status.state not in states.TERMINAL:
-                self.pipelines.add(after.meta.id)
+            if after.status.state not in states.TERMINAL:
+                if after.spec.kind == job_pb2.JOB_KIND_PIPELINE:
+                    self.pipelines.add(after.meta.id)
+                elif after.spec.kind in CONTROL_KINDS:
+                    self.control_steps.add(after.meta.id)
 
     def jobs_in(self, state: int) -> list[job_pb2.Job]:
         items = self.jobs.items
