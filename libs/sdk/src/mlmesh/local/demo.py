@@ -33,6 +33,8 @@ import grpc
 
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2, scheduler_service_pb2_grpc
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as sched
+from mlmesh.cli import jobs as jobs_cli
+from mlmesh.cli.jobs import TERMINAL
 from mlmesh.cli.output import CliError
 from mlmesh.common.auth import mint_token
 from mlmesh.local import mesh
@@ -45,16 +47,16 @@ REPO = Path(__file__).resolve().parents[5]  # an editable install: the checkout
 PIPELINE = REPO / "examples" / "lora-finetune.yaml"
 STATE_DIR = REPO / ".mlmesh-demo"
 S = job_pb2.JobState
-TERMINAL = {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED, S.JOB_STATE_SKIPPED}
 Say = Callable[[str], None]
+
+
+def state_name(state: int) -> str:
+    """`succeeded`: the CLI's short state name, as the demo prints it."""
+    return jobs_cli.state_name(state).lower()
 
 
 class DemoError(Exception):
     """A stage that did not do what it should; the message says which and why."""
-
-
-def state_name(state: int) -> str:
-    return S.Name(state).removeprefix("JOB_STATE_").lower()
 
 
 # --- events as a plain NATS subscriber sees them -------------------------------------------------

@@ -86,10 +86,9 @@ class ControlClient:
         deadline = loop.time() + timeout_s
         while True:
             deployment = await self._get(name, team)
-            state, status = deployment.status.state, deployment.status
-            if (state == READY and status.model_version == spec.model.version) or (
-                state == READY and not spec.model.version
-            ):
+            status = deployment.status
+            state = status.state
+            if state == READY and spec.model.version in (0, status.model_version):  # 0: any version
                 return deployment
             if state == FAILED:
                 raise StepError(f"deployment {name} failed: {status.reason} {status.message}".strip())
