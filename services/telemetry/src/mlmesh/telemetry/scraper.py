@@ -74,13 +74,14 @@ class Scraper:
             await asyncio.gather(*(self.scrape(t) for t in self.targets))
             await asyncio.sleep(self.interval_s)
 
-    def _fetch(self, url: str) -> str:
+    def _fetch(self, url: str) -> dict[float, float]:
+        """Fetch and parse on a worker thread: a large exposition must not hold up the event loop."""
         with urllib.request.urlopen(url, timeout=self.timeout_s) as reply:
-            return reply.read().decode()
+            return inference_buckets(reply.read().decode())
 
     async def scrape(self, target: str) -> None:
         try:
-            text = await asyncio.to_thread(self._fetch, target)
+            buckets = await asyncio.to_thread(self._fetch, target)
         except Exception as exc:  # a gateway restarting is normal; the signal just pauses
             if self.errors.get(target) != str(exc):
                 log.warning("scrape of %s failed: %s", target, exc)
@@ -89,7 +90,7 @@ class Scraper:
         self.errors.pop(target, None)
         now = time.time()
         snaps = self.snapshots[target]
-        snaps.append((now, inference_buckets(text)))
+        snaps.append((now, buckets))
         while len(snaps) > 2 and snaps[1][0] <= now - self.window_s:
             snaps.popleft()
 
