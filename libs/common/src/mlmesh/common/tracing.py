@@ -80,9 +80,7 @@ def traced_channel(channel: grpc.Channel) -> grpc.Channel:
 
 def current_traceparent() -> str:
     """The W3C traceparent of the current span ("" when there is none)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent", "")
+    return outgoing_headers().get("traceparent", "")
 
 
 def job_context(traceparent: str, job_id: str, team: str) -> Context:
