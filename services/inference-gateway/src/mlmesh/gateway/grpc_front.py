@@ -2,7 +2,8 @@
 
 Model calls map the caller's model name to its team's Triton name, forward the request proto as it
 came (tensors are never decoded) and map the name back in the reply. Triton's errors keep their code.
-ModelStreamInfer routes each request of a stream the same way (streaming.py).
+ModelStreamInfer routes each request of a stream the same way, each on its own backend stream
+(streaming.py).
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return reply
 
     async def ModelStreamInfer(self, request_iterator, context):
-        """Each request routed as ModelInfer routes it, over one backend stream (see streaming.py)."""
+        """Each request routed as ModelInfer routes it, on a backend stream of its own (streaming.py)."""
         responses = forward_stream(
             request_iterator,
             pool=self._pool,

@@ -1,12 +1,16 @@
 """Streamed inference: the gRPC front's ModelStreamInfer (and the metrics the OpenAI front shares).
 
-One client stream is one backend stream (`BackendPool.stream`). Each request on it is routed as
-ModelInfer routes (team-scoped names, deployment versions, rate limit, size limit) and forwarded
-under an id of the gateway's own, so its responses, however they interleave, are matched back to
-it: the caller's id and model name are restored, its first response is timed, and it counts as in
-flight for its deployment until its final response. A request the gateway refuses is answered
-in the stream with an error response, as Triton answers a request it cannot serve; the stream
-goes on.
+Each request on a client stream is routed as ModelInfer routes (team-scoped names, deployment
+versions, rate limit, size limit) and forwarded on a backend stream of its own (`BackendPool.stream`:
+each is balanced and retried on its own), under an id of the gateway's own, so its responses,
+however they interleave on the client stream, are matched back to it: the caller's id and model
+name are restored, its first response is timed, and it counts as in flight for its deployment until
+its final response. A request the gateway refuses is answered in the stream with an error response,
+as Triton answers a request it cannot serve; the stream goes on.
+
+Requests never share a backend stream: Triton's gRPC frontend can abort (a failed gRPC assertion
+while it serializes a response, seen here as `ASSERTION FAILED: !byte_buffer->Valid()`) when the
+responses of two in-flight decoupled requests race on one stream, which takes every model down.
 
 Every forwarded request asks Triton for the empty final response of decoupled models, so the
 gateway always learns when a request is done; callers that did not ask for it do not get it.
@@ -152,16 +156,34 @@ async def forward_stream(
                 return None
         return response
 
-    async def pump() -> None:
+    async def one(forward: service_pb2.ModelInferRequest, remaining: float) -> None:
+        async def single() -> AsyncIterator[service_pb2.ModelInferRequest]:
+            yield forward
+
         try:
-            async with contextlib.aclosing(pool.stream(forwarded(), timeout)) as responses:
+            async with contextlib.aclosing(pool.stream(single(), remaining)) as responses:
                 async for response in responses:
                     restored = restore(response)
                     if restored is not None:
                         out.put_nowait(restored)
         except (MlmeshError, BackendError) as exc:
+            out.put_nowait(exc)  # ends the whole client stream, as a failed backend stream did
+
+    async def pump() -> None:
+        deadline = time.monotonic() + timeout
+        calls: set[asyncio.Task] = set()
+        try:
+            async for forward in forwarded():
+                call = asyncio.create_task(one(forward, deadline - time.monotonic()), name=f"stream {forward.id}")
+                calls.add(call)
+                call.add_done_callback(calls.discard)
+            if calls:
+                await asyncio.gather(*calls)
+        except (MlmeshError, BackendError) as exc:
             out.put_nowait(exc)
         finally:
+            for call in list(calls):
+                call.cancel()
             out.put_nowait(_DONE)
 
     task = asyncio.create_task(pump(), name="stream pump")
