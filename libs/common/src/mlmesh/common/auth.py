@@ -2,7 +2,8 @@
 
 Tokens are JWTs with `sub`, `team` and `roles`. Verification pins the algorithm list, so a token
 signed with `alg=none` (or an HMAC token forged with the public key) never verifies. Locally,
-`mlmesh up` makes an Ed25519 signing key; in production a JWKS URL supplies the keys.
+`mlmesh up` makes an Ed25519 signing key; in production a JWKS URL supplies the keys, and a
+`ClaimMapping` (claims.py) reads the team and roles from where the identity provider puts them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mlmesh.common.claims import ClaimMapping
 from mlmesh.common.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable
 
 ALGORITHMS = ("EdDSA", "RS256", "ES256")
@@ -30,6 +32,7 @@ ROLE_ADMIN = "admin"
 ROLE_SERVICE = "service"
 ROLE_DEVELOPER = "developer"  # may submit and cancel work for its team
 PLATFORM_TEAM = "platform"
+ROLES = frozenset({ROLE_ADMIN, ROLE_SERVICE, ROLE_DEVELOPER})  # what an IdP's roles may map to
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,13 @@ class TokenVerifier:
         audience: str = DEFAULT_AUDIENCE,
         leeway_s: float = 5.0,
         cache_size: int = 10_000,
+        claims: ClaimMapping | None = None,
     ):
         if (public_key is None) == (jwks_url is None):
             raise ValueError("exactly one of public_key or jwks_url is required")
+        self._claims = claims or ClaimMapping()
+        if self._claims.role_map and not set(self._claims.role_map.values()) <= ROLES:
+            raise ValueError(f"role_map may only map to {sorted(ROLES)}")
         self._key = _load_public_key(public_key) if public_key is not None else None
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
         self._issuer = issuer
@@ -145,13 +152,8 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             # The reason names the check that failed, never the token itself.
             raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
-        team = claims.get("team")
-        if not isinstance(team, str) or not team:
-            raise Unauthenticated("invalid token: no team claim")
-        roles = claims.get("roles") or []
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise Unauthenticated("invalid token: roles must be a list of strings")
-        return Identity(subject=str(claims["sub"]), team=team, roles=frozenset(roles)), float(claims["exp"])
+        team, roles = self._claims.team(claims), self._claims.roles(claims)
+        return Identity(subject=str(claims["sub"]), team=team, roles=roles), float(claims["exp"])
 
     @property
     def fetches_keys(self) -> bool:

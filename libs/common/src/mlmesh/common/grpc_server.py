@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from mlmesh.common import events, kv
 from mlmesh.common.auth import TokenVerifier
+from mlmesh.common.claims import ClaimMapping
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.grpc_interceptors import AuthInterceptor, ErrorMappingInterceptor, MetricsInterceptor
 from mlmesh.common.logging import configure_logging
@@ -67,15 +68,19 @@ Register = Callable[[Runtime], Awaitable[Iterable[str]]]
 
 
 def make_verifier(settings: ServiceSettings) -> TokenVerifier:
+    common = {
+        "issuer": settings.auth_issuer,
+        "audience": settings.auth_audience,
+        "claims": ClaimMapping(
+            team_claim=settings.auth_team_claim,
+            roles_claim=settings.auth_roles_claim,
+            team_prefix=settings.auth_team_prefix,
+            role_map=settings.auth_role_map,
+        ),
+    }
     if settings.auth_jwks_url:
-        return TokenVerifier(
-            jwks_url=settings.auth_jwks_url, issuer=settings.auth_issuer, audience=settings.auth_audience
-        )
-    return TokenVerifier(
-        public_key=settings.auth_public_key_file.read_bytes(),
-        issuer=settings.auth_issuer,
-        audience=settings.auth_audience,
-    )
+        return TokenVerifier(jwks_url=settings.auth_jwks_url, **common)
+    return TokenVerifier(public_key=settings.auth_public_key_file.read_bytes(), **common)
 
 
 def read_service_token(settings: ServiceSettings) -> str:

@@ -6,11 +6,14 @@ deployment manifest fails fast with a readable message instead of a pydantic tra
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mlmesh.common.auth import ROLES
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -34,6 +37,14 @@ class ServiceSettings(BaseSettings):
     auth_jwks_url: str | None = None
     auth_issuer: str = "mlmesh"
     auth_audience: str = "mlmesh"
+    # Where an identity provider's tokens put the team and roles (mlmesh.common.claims).
+    auth_team_claim: str = Field(default="team", min_length=1, description="claim name or dotted path")
+    auth_roles_claim: str = Field(default="roles", min_length=1, description="claim name or dotted path")
+    auth_team_prefix: str = Field(default="", description="keep team entries with this prefix, minus it")
+    # NoDecode: parsed by the validator below, so bad JSON is one line naming the variable.
+    auth_role_map: Annotated[dict[str, str] | None, NoDecode] = Field(
+        default=None, description='JSON object, IdP role -> mlmesh role, e.g. {"ml-devs": "developer"}'
+    )
     service_token_file: Path | None = None
     log_level: LogLevel = "INFO"
     log_json: bool = True
@@ -43,6 +54,26 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     ready_file: Path | None = Field(default=None, description="written with the bound ports once SERVING")
+
+    @field_validator("auth_role_map", mode="before")
+    @classmethod
+    def _role_map_json(cls, value):
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"must be a JSON object of role names ({exc.msg})") from None
+
+    @field_validator("auth_role_map")
+    @classmethod
+    def _role_map_targets(cls, value: dict[str, str] | None):
+        unknown = sorted(set((value or {}).values()) - ROLES)
+        if unknown:
+            raise ValueError(f"maps to unknown roles {unknown}; mlmesh roles are {sorted(ROLES)}")
+        return value
 
     @model_validator(mode="after")
     def _one_key_source(self):
