@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mlmesh.cli import artifacts, jobs, models, nodes, plan, queues, trace
+from mlmesh.cli import artifacts, auth, jobs, models, nodes, plan, queues, trace
 from mlmesh.cli.output import CliError, console, print_error, print_json, print_table
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.settings import SettingsError
@@ -90,6 +90,7 @@ artifacts.register(app)
 models.register(app)
 plan.register(app)
 trace.register(app)
+auth.register(app)
 
 _SECRET_KEYS = {"password", "secret_key", "access_key"}
 
