@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,7 +28,9 @@ from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 from prometheus_client import Counter
 
-from mlmesh.common.errors import InvalidArgument, Unavailable
+from mlmesh.common import contracts
+from mlmesh.common.contracts import STREAMS, StreamSpec, is_token, subject_token  # noqa: F401 (re-exported)
+from mlmesh.common.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger("mlmesh.events")
 tracer = trace.get_tracer("mlmesh.events")
@@ -36,9 +38,6 @@ tracer = trace.get_tracer("mlmesh.events")
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 DUPLICATE_WINDOW_S = 120.0
-DAY_S = 24 * 3600.0
-
-_TOKEN = re.compile(r"^[a-z0-9_-]{1,128}$")
 
 M = TypeVar("M", bound=Message)
 
@@ -47,50 +46,34 @@ PUBLISHED = Counter("mlmesh_events_published_total", "Events published", ["sourc
 CONSUMED = Counter("mlmesh_events_consumed_total", "Events handled by a consumer", ["consumer", "type", "outcome"])
 
 
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    subjects: tuple[str, ...]
-    max_age_s: float = 7 * DAY_S
-
-
-# One stream per area; every subject of DESIGN §2 falls into exactly one of them.
-STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec("MLMESH_JOBS", ("mlmesh.jobs.>",), 30 * DAY_S),
-    StreamSpec("MLMESH_FABRIC", ("mlmesh.fabric.>",), 1 * DAY_S),
-    StreamSpec("MLMESH_STORAGE", ("mlmesh.storage.>",)),
-    StreamSpec("MLMESH_MODELS", ("mlmesh.models.>",), 90 * DAY_S),
-    StreamSpec("MLMESH_DEPLOYMENTS", ("mlmesh.deployments.>",), 30 * DAY_S),
-    StreamSpec("MLMESH_ALERTS", ("mlmesh.alerts.>",), 30 * DAY_S),
-)
-
-
-def is_token(value: str) -> bool:
-    """Whether `value` may be a subject token (for validators that collect every bad field)."""
-    return bool(_TOKEN.fullmatch(value or ""))  # fullmatch: `$` alone would let a trailing "\n" through
-
-
-def subject_token(value: str, field_name: str = "id") -> str:
-    """Validate one id before it becomes a subject token: lowercase, `[a-z0-9_-]`."""
-    if not is_token(value):
-        raise InvalidArgument.field(field_name, "must be 1-128 characters of [a-z0-9_-]")
-    return value
-
-
-def subject(*tokens: str) -> str:
-    return ".".join(tokens)
-
-
-async def connect(url: str, name: str, timeout_s: float = 5.0) -> NatsClient:
-    """Connect to NATS; one clear error when the server cannot be reached.
+async def connect(
+    url: str,
+    name: str,
+    timeout_s: float = 5.0,
+    *,
+    creds_file: str | os.PathLike | None = None,
+    inbox_prefix: str | None = None,
+) -> NatsClient:
+    """Connect to NATS with a credentials file; one clear error when the server cannot be reached
+    or refuses the credentials.
 
     The first connect gives up after a few tries so a misconfigured service fails fast; once
     connected, the client reconnects forever, since a running service must ride out a NATS restart.
+    `inbox_prefix` is the identity's own reply inbox (its permissions allow no other).
     """
 
+    refused: list[str] = []
+
     async def on_error(exc: Exception) -> None:
+        if isinstance(exc, nats.errors.Error) and "authorization" in str(exc).lower():
+            refused.append(_server_error(exc))
         log.warning("nats: %s", exc or type(exc).__name__)
 
+    options: dict = {}
+    if creds_file is not None:
+        options["user_credentials"] = str(creds_file)
+    if inbox_prefix:
+        options["inbox_prefix"] = inbox_prefix
     try:
         nc = await asyncio.wait_for(
             nats.connect(
@@ -101,17 +84,32 @@ async def connect(url: str, name: str, timeout_s: float = 5.0) -> NatsClient:
                 max_reconnect_attempts=2,
                 reconnect_time_wait=0.5,
                 error_cb=on_error,
+                **options,
             ),
             timeout=3 * timeout_s,
         )
     except (OSError, asyncio.TimeoutError, nats.errors.NoServersError) as exc:
+        if refused:  # the server answered, and said no to these credentials
+            raise Unauthenticated(f"NATS at {url} refused the connection: {refused[-1]}") from None
         raise Unavailable(f"cannot connect to NATS at {url}: {type(exc).__name__}") from None
+    except nats.errors.Error as exc:  # the server's -ERR, e.g. 'Authorization Violation'
+        raise Unauthenticated(f"NATS at {url} refused the connection: {_server_error(exc)}") from None
     nc.options["max_reconnect_attempts"] = -1
     return nc
 
 
+def _server_error(exc: Exception) -> str:
+    return str(exc).removeprefix("nats: ").strip("'") or type(exc).__name__
+
+
+def identity_options(identity: str, creds_file: str | os.PathLike | None) -> dict:
+    """connect() keywords for a platform identity: its credentials and its own inbox."""
+    return {"creds_file": creds_file, "inbox_prefix": contracts.inbox_prefix(identity) if creds_file else None}
+
+
 async def ensure_streams(js: JetStreamContext, streams: tuple[StreamSpec, ...] = STREAMS, replicas: int = 1) -> None:
-    """Create or update the platform's streams (idempotent; every service may call it at start).
+    """Create or update streams (idempotent). A service ensures the streams it owns
+    (`contracts.streams_owned_by`); its NATS identity may not touch the others.
     `replicas`: 3 on a 3-server NATS cluster, so a stream survives losing a server."""
     for spec in streams:
         config = StreamConfig(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import nats.errors
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
@@ -26,7 +27,8 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from mlmesh.common.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from mlmesh.common import contracts
+from mlmesh.common.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
 
 M = TypeVar("M", bound=Message)
 
@@ -52,13 +54,29 @@ BUCKET_REPLICAS = 1
 
 
 async def open_bucket(js: JetStreamContext, bucket: str, *, history: int = 5) -> KeyValue:
-    """Open a bucket, creating it (file storage, BUCKET_REPLICAS replicas) on first use."""
+    """Open a bucket, creating it (file storage, BUCKET_REPLICAS replicas) on first use.
+
+    A platform bucket is created with its contract's settings (`contracts.BUCKETS`), whatever the
+    caller passes, so every opener agrees. Only its owner's NATS identity may create it; another
+    identity that opens it too early gets UNAVAILABLE naming the owner.
+    """
+    spec = contracts.bucket(bucket)
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, replicas=BUCKET_REPLICAS)
-        )
+        pass
+    config = KeyValueConfig(
+        bucket=bucket,
+        history=spec.history if spec else history,
+        ttl=spec.ttl_s if spec else None,
+        storage=StorageType.FILE,
+        replicas=BUCKET_REPLICAS,
+    )
+    try:
+        return await js.create_key_value(config)
+    except (asyncio.TimeoutError, nats.errors.TimeoutError):  # a permission violation gets no reply
+        owner = spec.owner if spec else "its owner"
+        raise Unavailable(f"KV bucket {bucket!r} does not exist yet; {owner} creates it") from None
 
 
 class KvRepository(Generic[M]):

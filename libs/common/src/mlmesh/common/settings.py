@@ -33,6 +33,7 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=-1, le=65535, description="-1 disables, 0 picks a free port")
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
+    nats_creds_file: Path | None = Field(default=None, description="this service's NATS credentials (.creds)")
     auth_public_key_file: Path | None = None
     auth_jwks_url: str | None = None
     auth_issuer: str = "mlmesh"
@@ -83,6 +84,8 @@ class ServiceSettings(BaseSettings):
             raise ValueError("set only one of AUTH_PUBLIC_KEY_FILE and AUTH_JWKS_URL")
         if self.auth_public_key_file is not None and not self.auth_public_key_file.is_file():
             raise ValueError(f"AUTH_PUBLIC_KEY_FILE {self.auth_public_key_file} does not exist")
+        if self.nats_creds_file is not None and not self.nats_creds_file.is_file():
+            raise ValueError(f"NATS_CREDS_FILE {self.nats_creds_file} does not exist")
         if not self.nats_url.startswith(("nats://", "tls://")):
             raise ValueError("NATS_URL must start with nats:// or tls://")
         return self

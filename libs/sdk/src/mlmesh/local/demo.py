@@ -36,6 +36,7 @@ from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as sched
 from mlmesh.cli import jobs as jobs_cli
 from mlmesh.cli.jobs import TERMINAL
 from mlmesh.cli.output import CliError
+from mlmesh.common import contracts
 from mlmesh.common.auth import mint_token
 from mlmesh.local import mesh
 from mlmesh.local.errors import InfraError
@@ -99,7 +100,7 @@ class EventRecorder:
             with self._lock:
                 self.events.append(Recorded(msg.subject, dict(msg.headers or {}), data, time.time()))
 
-        await self._nc.subscribe(f"mlmesh.jobs.{self.team}.>", cb=on_msg)
+        await self._nc.subscribe(contracts.team_jobs(self.team), cb=on_msg)
         await self._nc.flush()
 
     def snapshot(self) -> list[Recorded]:

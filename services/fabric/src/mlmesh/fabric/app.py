@@ -11,6 +11,7 @@ from google.protobuf import wrappers_pb2
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import fabric_service_pb2, fabric_service_pb2_grpc, node_pb2
+from mlmesh.common import contracts
 from mlmesh.common.events import decode_event
 from mlmesh.common.grpc_server import Runtime
 from mlmesh.common.kv import KvRepository
@@ -24,7 +25,7 @@ from mlmesh.fabric.settings import FabricSettings
 
 log = logging.getLogger("mlmesh.fabric")
 SERVICE_NAME = fabric_service_pb2.DESCRIPTOR.services_by_name["FabricService"].full_name
-HEARTBEATS = "mlmesh.fabric.nodes.*.heartbeat"
+HEARTBEATS = contracts.node_subject(contracts.ANY, contracts.NODE_HEARTBEAT)
 
 
 async def register(runtime: Runtime) -> Iterable[str]:
@@ -47,7 +48,9 @@ async def register(runtime: Runtime) -> Iterable[str]:
 
     sub = await runtime.nc.subscribe(HEARTBEATS, cb=on_heartbeat)
     runtime.on_shutdown.append(sub.unsubscribe)
-    lease_repo = await KvRepository.open(runtime.js, "fabric_lease", wrappers_pb2.StringValue, "lease", history=1)
+    lease_repo = await KvRepository.open(
+        runtime.js, contracts.FABRIC_LEASE, wrappers_pb2.StringValue, "lease", history=1
+    )
     lease = Lease(lease_repo, settings.replica_id or f"{socket.gethostname()}-{os.getpid()}", settings.lease_ttl_s)
     monitor = LivenessMonitor(registry, lease, settings.heartbeat_interval_s, settings.missed_heartbeats)
     await monitor.start()

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
+from mlmesh.common import contracts
 from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from mlmesh.common.events import EventPublisher, is_token
@@ -25,7 +26,7 @@ from mlmesh.fabric.domain import node_states as ns
 
 log = logging.getLogger("mlmesh.fabric.registry")
 
-NODES_BUCKET = "nodes"
+NODES_BUCKET = contracts.NODES
 
 
 def validate_node(node: node_pb2.Node) -> None:
@@ -166,7 +167,7 @@ class NodeRegistry:
             labels=node.labels,
         )
         await self.publisher.publish(
-            f"mlmesh.fabric.nodes.{node.id}.state",
+            contracts.node_subject(node.id, contracts.NODE_STATE),
             event,
             ce_subject=node.id,
             event_id=f"{node.id}-{node.incarnation}-{node.revision}-{node.state}",

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from mlmesh.api.gateway.v1 import deployment_pb2, deployment_service_pb2, deployment_service_pb2_grpc
+from mlmesh.common import contracts
 from mlmesh.common.grpc_server import Runtime, StartupError
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.storage_client import StorageClient
@@ -33,7 +34,7 @@ from mlmesh.gateway.versions import VersionResolver
 
 log = logging.getLogger("mlmesh.gateway")
 
-DEPLOYMENTS_BUCKET = "deployments"
+DEPLOYMENTS_BUCKET = contracts.DEPLOYMENTS
 
 
 def build_pool(settings: GatewaySettings) -> BackendPool:

@@ -25,6 +25,7 @@ from nats.js.api import DeliverPolicy
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.gateway.v1 import deployment_pb2 as d
 from mlmesh.api.storage.v1 import model_registry_pb2 as mr
+from mlmesh.common import contracts
 from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import Conflict, FailedPrecondition, InvalidArgument, MlmeshError, NotFound
 from mlmesh.common.events import Consumer, Event, EventPublisher
@@ -109,9 +110,9 @@ class DeploymentController:
         if self._js is not None:
             self._aliases = Consumer(
                 self._js,
-                stream="MLMESH_MODELS",
+                stream=contracts.MODELS_STREAM.name,
                 durable="gateway-aliases",
-                filter_subject="mlmesh.models.*.*.aliased",
+                filter_subject=contracts.model_subject(contracts.ANY, contracts.ANY, contracts.MODEL_ALIASED),
                 message_type=events_pb2.ModelAliasChanged,
                 handler=self._on_alias,
                 deliver_policy=DeliverPolicy.NEW,
@@ -340,7 +341,7 @@ class DeploymentController:
             deployment=deployment, from_state=from_state, reason=reason or deployment.status.reason
         )
         event.change_time.CopyFrom(now_ts())
-        subject = f"mlmesh.deployments.{deployment.meta.team}.{deployment.meta.id}.changed"
+        subject = contracts.deployment_subject(deployment.meta.team, deployment.meta.id)
         try:
             await self.publisher.publish(
                 subject, event, ce_subject=f"{deployment.meta.team}/{deployment.meta.id}", event_id=uuid.uuid4().hex

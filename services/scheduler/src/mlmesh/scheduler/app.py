@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
+from mlmesh.common import contracts
 from mlmesh.common.errors import AlreadyExists
 from mlmesh.common.events import Consumer
 from mlmesh.common.grpc_server import Runtime
@@ -97,18 +98,18 @@ async def register(runtime: Runtime) -> Iterable[str]:
     # stops them on losing it. Redelivery is unbounded: every event must reach a leader.
     leader_consumers = (
         (
-            "MLMESH_JOBS",
+            contracts.JOBS_STREAM.name,
             "scheduler-run-events",
-            "mlmesh.jobs.*.*.run",
+            contracts.job_subject(contracts.ANY, contracts.ANY, contracts.JOB_RUN),
             events_pb2.RunStateChanged,
             controller.on_run_event,
             DeliverPolicy.ALL,
         ),
         # A new durable starts at now: a day of old node history must not fail today's jobs.
         (
-            "MLMESH_FABRIC",
+            contracts.FABRIC_STREAM.name,
             "scheduler-node-events",
-            "mlmesh.fabric.nodes.*.state",
+            contracts.node_subject(contracts.ANY, contracts.NODE_STATE),
             events_pb2.NodeStateChanged,
             controller.on_node_event,
             DeliverPolicy.NEW,

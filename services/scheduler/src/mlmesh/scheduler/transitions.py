@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.scheduler.v1 import job_pb2
+from mlmesh.common import contracts
 from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import Unavailable
 from mlmesh.common.events import EventPublisher
@@ -23,7 +24,7 @@ log = logging.getLogger("mlmesh.scheduler.transitions")
 
 
 def state_subject(job: job_pb2.Job) -> str:
-    return f"mlmesh.jobs.{job.meta.team}.{job.meta.id}.state"
+    return contracts.job_subject(job.meta.team, job.meta.id, contracts.JOB_STATE)
 
 
 def state_event(job: job_pb2.Job) -> events_pb2.JobStateChanged:

@@ -8,7 +8,7 @@ State (JetStream KV, three buckets; every write compare-and-set or create-if-abs
 - `model_records`  `<name>` -> Model. The per-model record: owning team, task, the version counter
                    (`latest_version` as stored = the highest number ever reserved) and the alias map.
 - `model_requests` `<name>.<request_id>` -> ModelVersion holding only name/version/team: the
-                   idempotency pointer of RegisterModelVersion (expires after REQUEST_TTL_S).
+                   idempotency pointer of RegisterModelVersion (expires after contracts.MODEL_REQUEST_TTL_S).
 
 Version numbers: a registration first reserves `latest_version + 1` with one CAS on the model
 record, so two concurrent registrations never get the same number; a registration that dies after
@@ -47,12 +47,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
 
 from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.storage.v1 import artifact_pb2, model_registry_pb2
+from mlmesh.common import contracts
 from mlmesh.common.auth import ROLE_DEVELOPER, Identity
 from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import (
@@ -74,11 +73,10 @@ log = logging.getLogger("mlmesh.storage.registry")
 ModelVersion = model_registry_pb2.ModelVersion
 Model = model_registry_pb2.Model
 
-VERSIONS_BUCKET = "models"
-RECORDS_BUCKET = "model_records"
-REQUESTS_BUCKET = "model_requests"
+VERSIONS_BUCKET = contracts.MODEL_VERSIONS
+RECORDS_BUCKET = contracts.MODEL_RECORDS
+REQUESTS_BUCKET = contracts.MODEL_REQUESTS  # expires after contracts.MODEL_REQUEST_TTL_S
 REGISTRY_BUCKETS = (VERSIONS_BUCKET, RECORDS_BUCKET, REQUESTS_BUCKET)
-REQUEST_TTL_S = 7 * 24 * 3600.0
 
 NAME = re.compile(r"[a-z0-9_-]{1,63}")
 ARTIFACT_ID = re.compile(r"[a-z0-9_-]{1,63}")
@@ -112,11 +110,11 @@ def version_key(name: str, version: int) -> str:
 
 
 def registered_subject(name: str, version: int) -> str:
-    return f"mlmesh.models.{name}.{version}.registered"
+    return contracts.model_subject(name, str(version), contracts.MODEL_REGISTERED)
 
 
 def aliased_subject(name: str, version: int) -> str:
-    return f"mlmesh.models.{name}.{version}.aliased"
+    return contracts.model_subject(name, str(version), contracts.MODEL_ALIASED)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -303,13 +301,6 @@ class KvArtifactCatalog:
 # --- KV store --------------------------------------------------------------------------------------
 
 
-async def _open_ttl_bucket(js: JetStreamContext, bucket: str, ttl_s: float):
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=StorageType.FILE))
-
-
 class RegistryStore:
     """The registry's KV repositories and their in-memory mirrors.
 
@@ -334,7 +325,7 @@ class RegistryStore:
         """Open (creating on first use) the three buckets and load the mirrors."""
         versions = KvRepository(await open_bucket(js, VERSIONS_BUCKET), ModelVersion, "model version")
         records = KvRepository(await open_bucket(js, RECORDS_BUCKET), Model, "model")
-        requests = KvRepository(await _open_ttl_bucket(js, REQUESTS_BUCKET, REQUEST_TTL_S), ModelVersion, "request")
+        requests = KvRepository(await open_bucket(js, REQUESTS_BUCKET), ModelVersion, "request")
         store = cls(versions, records, requests)
         await store.start()
         return store

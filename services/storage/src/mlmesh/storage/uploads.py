@@ -17,10 +17,11 @@ from pathlib import Path, PurePosixPath
 from google.protobuf import struct_pb2
 
 from mlmesh.api.storage.v1 import storage_service_pb2 as api
+from mlmesh.common import contracts
 from mlmesh.common.errors import InvalidArgument, NotFound
 from mlmesh.common.kv import KvRepository
 
-UPLOADS_BUCKET = "uploads"
+UPLOADS_BUCKET = contracts.UPLOADS
 
 
 def upload_id_for(team: str, request_id: str) -> str:

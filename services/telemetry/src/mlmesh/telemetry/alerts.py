@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.telemetry.v1 import alert_pb2
+from mlmesh.common import contracts
 from mlmesh.telemetry.domain import signals
 from mlmesh.telemetry.domain.alerting import FIRING, RESOLVED, AlertStatus, evaluate, key_of
 from mlmesh.telemetry.domain.rules import Rule
@@ -197,7 +198,7 @@ class AlertEngine:
             message = events_pb2.AlertFired if t.state == FIRING else events_pb2.AlertResolved
             try:
                 await self.publisher.publish(
-                    f"mlmesh.alerts.{t.severity}.{t.rule}",
+                    contracts.alert_subject(t.severity, t.rule),
                     message(alert=to_proto(t)),
                     ce_subject=t.id,
                     event_id=f"{t.id}-{t.state}",

@@ -23,6 +23,7 @@ from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
 from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.storage.v1 import artifact_pb2
+from mlmesh.common import contracts
 from mlmesh.common.errors import NotFound
 from mlmesh.common.events import STREAMS, decode_event
 from mlmesh.common.kv import KvRepository
@@ -32,7 +33,8 @@ from mlmesh.telemetry.domain.aggregates import RUNNING, Aggregates
 log = logging.getLogger("mlmesh.telemetry.ingest")
 
 INGESTED = Counter("mlmesh_telemetry_events_ingested_total", "Events the telemetry service applied", ["stream", "type"])
-HEARTBEATS = "mlmesh.fabric.nodes.*.heartbeat"
+HEARTBEATS = contracts.node_subject(contracts.ANY, contracts.NODE_HEARTBEAT)
+NODE_STATES = contracts.node_subject(contracts.ANY, contracts.NODE_STATE)
 _T = "mlmesh.events.v1."
 
 
@@ -52,12 +54,12 @@ class Ingest:
 
     async def start(self) -> None:
         js, nc = self.runtime.js, self.runtime.nc
-        self._jobs_kv = await KvRepository.open(js, "jobs", job_pb2.Job, "job", history=1)
+        self._jobs_kv = await KvRepository.open(js, contracts.JOBS, job_pb2.Job, "job", history=1)
         await self._load_nodes()
         start = datetime.now(timezone.utc) - timedelta(seconds=self.history_s)
         pending = []
         for spec in STREAMS:
-            subjects = ["mlmesh.fabric.nodes.*.state"] if spec.name == "MLMESH_FABRIC" else list(spec.subjects)
+            subjects = [NODE_STATES] if spec is contracts.FABRIC_STREAM else list(spec.subjects)
             for subject in subjects:
                 config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start.isoformat())
                 done = asyncio.Event()
@@ -86,7 +88,7 @@ class Ingest:
             task.cancel()
 
     async def _load_nodes(self) -> None:
-        repo = await KvRepository.open(self.runtime.js, "nodes", node_pb2.Node, "node", history=5)
+        repo = await KvRepository.open(self.runtime.js, contracts.NODES, node_pb2.Node, "node", history=5)
         async for change in repo.watch():
             if change is None:
                 break

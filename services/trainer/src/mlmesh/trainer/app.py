@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mlmesh.api.trainer.v1 import run_pb2, trainer_service_pb2, trainer_service_pb2_grpc
+from mlmesh.common import contracts
 from mlmesh.common.grpc_server import Runtime
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.storage_client import StorageClient
@@ -15,7 +16,7 @@ from mlmesh.trainer.executors.local import LocalExecutor
 from mlmesh.trainer.servicer import TrainerServicer
 from mlmesh.trainer.settings import TrainerSettings
 
-RUNS_BUCKET = "runs"
+RUNS_BUCKET = contracts.RUNS
 
 
 def make_executor(settings: TrainerSettings, runtime: Runtime, token: str):

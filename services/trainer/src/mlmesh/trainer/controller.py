@@ -21,7 +21,7 @@ from mlmesh.api.scheduler.v1 import job_pb2
 from mlmesh.api.storage.v1 import model_registry_pb2
 from mlmesh.api.trainer.v1 import run_pb2
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
-from mlmesh.common import tracing
+from mlmesh.common import contracts, tracing
 from mlmesh.common.clock import now_ts
 from mlmesh.common.errors import AlreadyExists, Conflict, DeadlineExceeded, MlmeshError, NotFound, Unavailable
 from mlmesh.common.events import EventPublisher
@@ -238,7 +238,7 @@ class ActiveRun:
         )
         with contextlib.suppress(Exception):  # an event lost to a NATS outage: the KV record stands
             await self.c.publisher.publish(
-                f"mlmesh.jobs.{r.team}.{r.job_id}.run",
+                contracts.job_subject(r.team, r.job_id, contracts.JOB_RUN),
                 event,
                 ce_subject=r.run_id,
                 event_id=f"{r.run_id}-{runs.state_name(r.state).lower()}-{r.restarts}",
@@ -286,7 +286,7 @@ class ActiveRun:
             event.progress.CopyFrom(prog)
             with contextlib.suppress(Exception):
                 await self.c.publisher.publish(
-                    f"mlmesh.jobs.{self.run.team}.{self.run.job_id}.progress",
+                    contracts.job_subject(self.run.team, self.run.job_id, contracts.JOB_PROGRESS),
                     event,
                     ce_subject=self.run.run_id,
                     event_id=f"{self.run.run_id}-p{self.run.restarts}-{prog.step}",

@@ -25,6 +25,7 @@ from mlmesh.api.fabric.v1 import (
     node_agent_service_pb2_grpc,
     node_pb2,
 )
+from mlmesh.common import contracts
 from mlmesh.common.events import decode_event
 from mlmesh.common.grpc_server import Runtime
 from mlmesh.fabric.agent import gpu_metrics
@@ -63,7 +64,7 @@ class Agent:
         self.node.agent_address = f"{host}:{self.runtime.port}"
         self._tasks.append(asyncio.create_task(self._register_until_done(), name="agent-register"))
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="agent-heartbeat"))
-        subject = f"mlmesh.fabric.nodes.{self.node.id}.state"
+        subject = contracts.node_subject(self.node.id, contracts.NODE_STATE)
         self._state_sub = await self.runtime.nc.subscribe(subject, cb=self._on_state)
 
     async def stop(self) -> None:
@@ -103,7 +104,7 @@ class Agent:
     async def _heartbeats(self) -> None:
         await self._registered.wait()
         sequence = 0
-        subject = f"mlmesh.fabric.nodes.{self.node.id}.heartbeat"
+        subject = contracts.node_subject(self.node.id, contracts.NODE_HEARTBEAT)
         while True:
             sequence += 1
             sent = Timestamp()

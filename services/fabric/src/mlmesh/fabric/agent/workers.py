@@ -31,6 +31,7 @@ from google.protobuf import timestamp_pb2
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_agent_service_pb2 as api
+from mlmesh.common import contracts
 from mlmesh.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, QuotaExceeded
 from mlmesh.common.events import EventPublisher, subject_token
 
@@ -141,7 +142,7 @@ class Worker:
 
 
 def exited_subject(node_id: str, run_id: str) -> str:
-    return f"mlmesh.fabric.nodes.{node_id}.workers.{run_id}.exited"
+    return contracts.worker_exited_subject(node_id, run_id)
 
 
 def _signal_group(pgid: int, sig: int) -> bool:

@@ -14,11 +14,12 @@ from typing import Protocol
 from google.protobuf import json_format
 
 from mlmesh.api.fabric.v1 import node_pb2
+from mlmesh.common import contracts
 from mlmesh.common.kv_index import KvIndex
 from mlmesh.scheduler.convert import node_from_pb
 from mlmesh.scheduler.domain.model import Node
 
-NODES_BUCKET = "nodes"
+NODES_BUCKET = contracts.NODES
 
 
 class InventorySource(Protocol):

@@ -9,13 +9,14 @@ from google.protobuf import wrappers_pb2
 from nats.js import JetStreamContext
 
 from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2
+from mlmesh.common import contracts
 from mlmesh.common.kv import KvRepository, Versioned
 
-JOBS_BUCKET = "jobs"
-QUEUES_BUCKET = "queues"
-PRIORITY_CLASSES_BUCKET = "priority_classes"
-REQUESTS_BUCKET = "job_requests"
-LEASE_BUCKET = "scheduler_lease"
+JOBS_BUCKET = contracts.JOBS
+QUEUES_BUCKET = contracts.QUEUES
+PRIORITY_CLASSES_BUCKET = contracts.PRIORITY_CLASSES
+REQUESTS_BUCKET = contracts.JOB_REQUESTS
+LEASE_BUCKET = contracts.SCHEDULER_LEASE
 
 
 @dataclass

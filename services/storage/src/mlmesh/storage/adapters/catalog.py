@@ -12,9 +12,10 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 
 from mlmesh.api.storage.v1 import artifact_pb2
+from mlmesh.common import contracts
 from mlmesh.common.kv import KvRepository
 
-ARTIFACTS_BUCKET = "artifacts"
+ARTIFACTS_BUCKET = contracts.ARTIFACTS
 
 
 class Catalog:

@@ -17,6 +17,7 @@ from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_agent_service_pb2 as api
 from mlmesh.api.fabric.v1 import node_agent_service_pb2_grpc
 from mlmesh.api.trainer.v1 import run_pb2
+from mlmesh.common import contracts
 from mlmesh.common.errors import InvalidArgument, Unavailable
 from mlmesh.common.events import decode_event
 from mlmesh.trainer.executors.base import LaunchSpec, RankLaunch, WorkerExit
@@ -29,7 +30,7 @@ AGENT_PYTHON = "mlmesh-python"
 
 
 def exited_subject(run_id: str) -> str:
-    return f"mlmesh.fabric.nodes.*.workers.{run_id}.exited"
+    return contracts.worker_exited_subject(contracts.ANY, run_id)
 
 
 class AgentGroup:

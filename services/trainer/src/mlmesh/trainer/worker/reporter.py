@@ -14,9 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+from mlmesh.common.contracts import worker_report_subject
+
 
 def subject(run_id: str, kind: str) -> str:
-    return f"mlmesh.trainer.runs.{run_id}.{kind}"
+    return worker_report_subject(run_id, kind)
 
 
 class Reporter:
