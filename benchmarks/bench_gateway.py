@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine
 
 from mlmesh.common.auth import generate_signing_key, mint_token, write_secret
+from mlmesh.common.valkey_acl import GATEWAY_KEY_PREFIX
 from mlmesh.local.ports import free_port
 from mlmesh.local.process import ManagedProcess, start_service
 from mlmesh.local.servers import NatsServer, TritonServer
@@ -118,12 +119,13 @@ async def valkey_gets(url: str, requests: int) -> dict:
     """The baseline: a raw GET round trip to the same valkey, with an async client as the gateway uses."""
     import valkey.asyncio as avalkey
 
+    key = f"{GATEWAY_KEY_PREFIX}bench"  # as the gateway's user: only its keys are allowed
     client = avalkey.from_url(url)
-    await client.set("mlmesh:bench:key", b"x" * 256)
+    await client.set(key, b"x" * 256)
     latencies = []
     for _ in range(requests):
         t0 = time.perf_counter()
-        await client.get("mlmesh:bench:key")
+        await client.get(key)
         latencies.append(time.perf_counter() - t0)
     await client.aclose()
     ordered = sorted(latencies)

@@ -20,6 +20,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from mlmesh.common.valkey_acl import GATEWAY_KEY_PREFIX
 from mlmesh.local.errors import InfraError
 from mlmesh.local.infra import LocalInfra
 from mlmesh.local.ports import check_port_free, free_port
@@ -62,27 +63,34 @@ async def test_nats_jetstream_stores_and_returns_a_message(nats_server: NatsServ
 
 
 def test_valkey_requires_the_password(valkey_server) -> None:
-    with valkey.Valkey(host=valkey_server.host, port=valkey_server.port, password=valkey_server.password) as c:
-        c.set("k", "v")
-        assert c.get("k") == b"v"
-    assert valkey.Valkey.from_url(valkey_server.url).get("k") == b"v"
+    # The gateway's user, on a key under its prefix (tests/integration/test_shared_servers_acl.py
+    # covers the ACL itself).
+    key, host, port = f"{GATEWAY_KEY_PREFIX}localinfra", valkey_server.host, valkey_server.port
+    with valkey.Valkey(host=host, port=port, username=valkey_server.user, password=valkey_server.password) as c:
+        c.set(key, "v")
+        assert c.get(key) == b"v"
+    assert valkey.Valkey.from_url(valkey_server.url).get(key) == b"v"
     with (
         pytest.raises(valkey.exceptions.AuthenticationError),
-        valkey.Valkey(host=valkey_server.host, port=valkey_server.port, password="wrong") as bad,
+        valkey.Valkey(host=host, port=port, username=valkey_server.user, password="wrong") as bad,
     ):
-        bad.get("k")
+        bad.get(key)
     with (
         pytest.raises(valkey.exceptions.AuthenticationError),
-        valkey.Valkey(host=valkey_server.host, port=valkey_server.port) as anonymous,
+        valkey.Valkey(host=host, port=port) as anonymous,
     ):
-        anonymous.get("k")
+        anonymous.get(key)
 
 
 def test_s3_round_trip_and_refuses_bad_credentials(s3_server) -> None:
-    s3 = s3_server.client()
-    s3.create_bucket(Bucket="localinfra")
-    s3.put_object(Bucket="localinfra", Key="a/b.txt", Body=b"payload")
-    assert s3.get_object(Bucket="localinfra", Key="a/b.txt")["Body"].read() == b"payload"
+    s3, bucket = s3_server.client(), s3_server.bucket
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except ClientError as exc:  # another test of the session made it
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    s3.put_object(Bucket=bucket, Key="localinfra/b.txt", Body=b"payload")
+    assert s3.get_object(Bucket=bucket, Key="localinfra/b.txt")["Body"].read() == b"payload"
 
     wrong = boto3.client(
         "s3",
@@ -92,14 +100,14 @@ def test_s3_round_trip_and_refuses_bad_credentials(s3_server) -> None:
         region_name=s3_server.region,
     )
     with pytest.raises(ClientError) as denied:
-        wrong.get_object(Bucket="localinfra", Key="a/b.txt")
+        wrong.get_object(Bucket=bucket, Key="localinfra/b.txt")
     assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
     anonymous = boto3.client(
         "s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1", config=Config(signature_version=UNSIGNED)
     )
     with pytest.raises(ClientError) as denied:
-        anonymous.get_object(Bucket="localinfra", Key="a/b.txt")
+        anonymous.get_object(Bucket=bucket, Key="localinfra/b.txt")
     assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 

@@ -29,7 +29,7 @@ def key(request, team="team-a", version="1") -> str:
 
 def test_grpc_same_inputs_same_key_and_id_ignored() -> None:
     assert key(grpc_request()) == key(grpc_request(id="req-1")) == key(grpc_request(id="req-2"))
-    assert key(grpc_request()).startswith("mlmesh:infer:team-a:double:1:")
+    assert key(grpc_request()).startswith("mlmesh:gw:infer:team-a:double:1:")
     # The model version field is not in the digest: the concrete version in the key is.
     assert key(grpc_request(version="1")) == key(grpc_request())
 

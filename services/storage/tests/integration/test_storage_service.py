@@ -45,7 +45,7 @@ class Service:
                 p + "HOT_DIR": str(tmp / "hot"),
                 p + "WARM_DIR": str(tmp / "warm"),
                 p + "S3_ENDPOINT_URL": s3.endpoint_url,
-                p + "S3_BUCKET": "mlmesh-" + secrets.token_hex(4),
+                p + "S3_BUCKET": s3.bucket,  # the only bucket its S3 identity may use
                 p + "S3_ACCESS_KEY": s3.access_key,
                 p + "S3_SECRET_KEY": s3.secret_key,
             }

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(180)
 def cold(s3_server) -> S3Tier:
     config = S3Config(
         endpoint_url=s3_server.endpoint_url,
-        bucket="mlmesh-cold-" + secrets.token_hex(4),
+        # Its S3 identity may use only this bucket: a prefix of its own keeps each test apart.
+        bucket=s3_server.bucket,
+        prefix=f"test-{secrets.token_hex(4)}/",
         access_key=s3_server.access_key,
         secret_key=s3_server.secret_key,
         region=s3_server.region,
@@ -60,7 +62,7 @@ async def test_hot_warm_cold_hot_with_verified_content(catalog, dirs, cold):
         await verify(core, a)
     # The S3 objects are real: the blob and its chunk index are in the bucket while cold.
     await core.set_tier("t1", COLD)
-    keys = {o["Key"] for o in cold.s3.list_objects_v2(Bucket=cold.bucket)["Contents"]}
+    keys = {o["Key"] for o in cold.s3.list_objects_v2(Bucket=cold.bucket, Prefix=cold.config.prefix)["Contents"]}
     assert cold.key(digest) in keys and cold.key(digest) + ".chunks" in keys
 
 

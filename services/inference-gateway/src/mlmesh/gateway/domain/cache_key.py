@@ -1,4 +1,4 @@
-"""Result-cache keys: `mlmesh:infer:{team}:{model}:{version}:{sha256}` (pure).
+"""Result-cache keys: `mlmesh:gw:infer:{team}:{model}:{version}:{sha256}` (pure).
 
 The digest covers everything that shapes a reply (inputs: names, datatypes, shapes and contents in
 order; request, input and output parameters; the requested outputs) and nothing that does not: the
@@ -17,7 +17,10 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2
 
-PREFIX = "mlmesh:infer"
+from mlmesh.common.valkey_acl import GATEWAY_KEY_PREFIX
+
+# Under the gateway's prefix: its valkey user may touch no other key.
+PREFIX = f"{GATEWAY_KEY_PREFIX}infer"
 
 
 def cache_key(team: str, model: str, version: str, digest: str) -> str:
