@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from mlmesh.common.settings import ServiceSettings, load_settings
+from mlmesh.common.valkey_acl import GATEWAY_RULES, GATEWAY_USER
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -701,17 +702,26 @@ def test_nats_cluster(overlay):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_valkey_password_and_gateway_url_come_from_one_secret(overlay):
+def test_valkey_acl_and_gateway_url_come_from_one_secret(overlay):
     objects = _render(overlay)
-    _, _, valkey = _infra(overlay, "valkey")
+    _, pod, valkey = _infra(overlay, "valkey")
     gateway = _container(_find(objects, "Deployment", "inference-gateway"), "inference-gateway")
     valkey_env, gateway_env = _env_all(valkey), _env_all(gateway)
-    # `$(VALKEY_PASSWORD)` in the args is valkey's password, from the Secret.
-    assert "$(VALKEY_PASSWORD)" in valkey["args"][valkey["args"].index("--requirepass") + 1]
-    password_ref = valkey_env["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    assert gateway_env["MLMESH_GATEWAY_VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == password_ref
+    # Access is an ACL file on a Secret volume: no password on the command line, no requirepass.
+    args = valkey["args"]
+    assert "--requirepass" not in args and not any("$(" in a for a in args)
+    acl_file = Path(args[args.index("--aclfile") + 1])
+    mount = next(m for m in valkey["volumeMounts"] if m["mountPath"] == str(acl_file.parent))
+    secret = next(v for v in pod["volumes"] if v["name"] == mount["name"])["secret"]
+    assert mount["readOnly"] and secret["items"] == [{"key": "users.acl", "path": acl_file.name}]
+    password_ref = gateway_env["MLMESH_GATEWAY_VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password_ref == {"name": secret["secretName"], "key": "password"}
     url_ref = gateway_env["MLMESH_GATEWAY_VALKEY_URL"]["valueFrom"]["secretKeyRef"]
-    assert url_ref["name"] == password_ref["name"] and url_ref["key"] == "url"
+    assert url_ref == {"name": secret["secretName"], "key": "url"}
+    # The ACL the README has operators put in that Secret is the one `mlmesh up` writes.
+    readme = (K8S / "README.md").read_text()
+    assert f"rules='{GATEWAY_RULES}'" in readme
+    assert f"--from-literal=url=redis://{GATEWAY_USER}@valkey.{NAMESPACE}.svc:6379/0" in readme
     # No valkey address or password in any ConfigMap or literal env.
     for cm in (o for o in objects if o["kind"] == "ConfigMap"):
         for key, value in cm.get("data", {}).items():
@@ -719,10 +729,12 @@ def test_valkey_password_and_gateway_url_come_from_one_secret(overlay):
             assert "VALKEY" not in key.upper() and "REDIS" not in key.upper(), where
             assert "redis://" not in value and "rediss://" not in value, where
     assert not [e for e in gateway_env.values() if "VALKEY" in e["name"] and "value" in e]
-    # The probe's PING authenticates through the environment, never `-a` on the command line.
+    # The probe's PING authenticates as the gateway through the environment, never `-a` on the
+    # command line (the default user is off).
     ready = valkey["readinessProbe"]["exec"]["command"]
-    assert "PONG" in ready[-1] and " -a " not in f" {ready[-1]} "
-    assert {"VALKEYCLI_AUTH", "REDISCLI_AUTH"} <= set(valkey_env)
+    assert "PONG" in ready[-1] and " -a " not in f" {ready[-1]} " and f"--user {GATEWAY_USER} " in ready[-1]
+    for name in ("VALKEYCLI_AUTH", "REDISCLI_AUTH"):
+        assert valkey_env[name]["valueFrom"]["secretKeyRef"] == password_ref
     # The cache fits the container: maxmemory below the memory limit.
     maxmemory = valkey["args"][valkey["args"].index("--maxmemory") + 1]
     assert maxmemory.endswith("mb") and int(maxmemory[:-2]) * 2**20 < 1024**3
@@ -786,7 +798,7 @@ def test_triton_and_gateway_share_the_model_repository(overlay, monkeypatch):
     for name, entry in env.items():
         if "value" in entry:
             monkeypatch.setenv(name, entry["value"])
-    monkeypatch.setenv("MLMESH_GATEWAY_VALKEY_URL", "redis://valkey.mlmesh.svc:6379/0")
+    monkeypatch.setenv("MLMESH_GATEWAY_VALKEY_URL", f"redis://{GATEWAY_USER}@valkey.mlmesh.svc:6379/0")
     monkeypatch.setenv("MLMESH_GATEWAY_VALKEY_PASSWORD", "secret")
     settings = load_settings(GatewaySettings)
     assert [g for g, _ in settings.backend_urls] == grpc_urls
@@ -894,6 +906,27 @@ def test_infrastructure_accepts_only_what_it_needs(overlay):
         assert got_namespaces == namespaces, f"{name}:{port} admits namespaces {got_namespaces}"
     # The default deny covers the infrastructure too.
     assert any(p["spec"]["podSelector"] == {} for p in objects if p["kind"] == "NetworkPolicy")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_admits_only_the_gateway(overlay):
+    """On any port, not only those declared: inference and model control (HTTP 8000, gRPC 8001)
+    from the gateway's pods alone, metrics (8002) from `monitoring` alone, nothing else."""
+    objects = _render(overlay)
+    labels = _pod_labels(_workloads(objects)["triton"])
+    policies = [
+        o["spec"] for o in objects if o["kind"] == "NetworkPolicy" and _matches(o["spec"]["podSelector"], labels)
+    ]
+    ports = {p["port"] for policy in policies for rule in policy.get("ingress", []) for p in rule.get("ports", [])}
+    for policy in policies:
+        for rule in policy.get("ingress", []):
+            assert rule.get("from") and rule.get("ports"), f"a rule admits Triton from anywhere or on any port: {rule}"
+    for port in ports | {8000, 8001, 8002, GRPC_PORT, METRICS_PORT}:
+        pods, namespaces, anyone = _sources(objects, labels, port)
+        assert not anyone, f"triton:{port} is open to any source"
+        assert pods == ({"inference-gateway"} if port in (8000, 8001) else set()), f"triton:{port} admits {pods}"
+        assert namespaces == ([MONITORING] if port == 8002 else []), f"triton:{port} admits {namespaces}"
 
 
 # --- the gateway's autoscaling metric ----------------------------------------------------------------
