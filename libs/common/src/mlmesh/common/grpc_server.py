@@ -25,6 +25,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from mlmesh.common import events, kv
+from mlmesh.common.audit_interceptor import AuditInterceptor
+from mlmesh.common.audit_log import AuditLog
 from mlmesh.common.auth import TokenVerifier
 from mlmesh.common.claims import ClaimMapping
 from mlmesh.common.errors import MlmeshError
@@ -104,15 +106,17 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def build_server(settings: ServiceSettings, verifier: TokenVerifier) -> grpc.aio.Server:
+def build_server(settings: ServiceSettings, verifier: TokenVerifier, audit: AuditLog | None = None) -> grpc.aio.Server:
     # Order matters: the first interceptor is outermost. Tracing sees everything; errors map what
-    # auth and the servicer raise.
+    # auth and the servicer raise; the audit log records, innermost, what an identity did.
     interceptors = [
         grpc_server_tracing_interceptor(),
         MetricsInterceptor(RpcMetrics(settings.service_name)),
         ErrorMappingInterceptor(),
         AuthInterceptor(verifier),
     ]
+    if audit is not None:
+        interceptors.append(AuditInterceptor(audit))
     if settings.metrics_port < 0:  # metrics off: nothing would read them, so do not count
         interceptors = [i for i in interceptors if not isinstance(i, MetricsInterceptor)]
     return grpc.aio.server(interceptors=interceptors, options=server_options(settings.max_message_bytes))
@@ -165,7 +169,9 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
     kv.BUCKET_REPLICAS = settings.stream_replicas
     await events.ensure_streams(js, replicas=settings.stream_replicas)
 
-    server = build_server(settings, verifier)
+    audit_log = AuditLog(name, replicas=settings.stream_replicas)
+    await audit_log.start(js)
+    server = build_server(settings, verifier, audit_log)
     health_servicer = health.aio.HealthServicer()
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -178,6 +184,7 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
         verifier=verifier,
         health=health_servicer,
     )
+    runtime.on_shutdown.append(audit_log.close)  # hooks run in reverse: this one last, after the RPCs
     names = list(await register(runtime))
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server

@@ -18,6 +18,7 @@ from mlmesh.common.grpc_server import Runtime, StartupError
 from mlmesh.common.kv import KvRepository
 from mlmesh.common.lease import Lease
 from mlmesh.telemetry.alerts import AlertEngine
+from mlmesh.telemetry.audit import AuditReader
 from mlmesh.telemetry.domain.aggregates import Aggregates
 from mlmesh.telemetry.domain.rules import parse_rules
 from mlmesh.telemetry.domain.signals import SIGNALS
@@ -70,7 +71,11 @@ async def register(runtime: Runtime) -> Iterable[str]:
     traces = TraceStore(max_traces=settings.trace_max_traces, max_spans=settings.trace_max_spans)
     receiver = register_trace_receiver(runtime, traces)
     servicer = TelemetryServicer(
-        ingest, engine, traces=functools.partial(get_trace, traces), history_s=settings.history_s
+        ingest,
+        engine,
+        traces=functools.partial(get_trace, traces),
+        history_s=settings.history_s,
+        audit=AuditReader(runtime.js),
     )
     telemetry_service_pb2_grpc.add_TelemetryServiceServicer_to_server(servicer, runtime.server)
     log.info(

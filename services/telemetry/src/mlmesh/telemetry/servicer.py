@@ -1,4 +1,4 @@
-"""TelemetryService: alerts, rules, job metric series, usage aggregates and traces.
+"""TelemetryService: alerts, rules, job metric series, usage aggregates, traces and the audit log.
 
 Visibility follows the usual rule: a team sees its own jobs, usage and alerts (an alert is a team's
 when its `team` label says so); admins and services see everything; anything else is NOT_FOUND.
@@ -53,11 +53,12 @@ def usage_proto(u: Usage) -> api.TeamUsage:
 
 
 class TelemetryServicer(telemetry_service_pb2_grpc.TelemetryServiceServicer):
-    def __init__(self, ingest, engine, traces=None, history_s: float = 7 * DAY_S):
+    def __init__(self, ingest, engine, traces=None, history_s: float = 7 * DAY_S, audit=None):
         self.ingest = ingest
         self.engine = engine
         self.traces = traces  # answers GetTrace(request, identity); None when no receiver runs
         self.history_s = history_s
+        self.audit = audit  # an AuditReader (admins only)
 
     # --- alerts ----------------------------------------------------------------------------------
 
@@ -148,3 +149,11 @@ class TelemetryServicer(telemetry_service_pb2_grpc.TelemetryServiceServicer):
         if self.traces is None:
             raise NotFound("no trace receiver runs in this telemetry service")
         return self.traces(request, current_identity())
+
+    # --- audit log (admins only; the reader checks) ----------------------------------------------
+
+    async def ListAuditRecords(self, request, context):
+        return await self.audit.list(request)
+
+    async def VerifyAuditLog(self, request, context):
+        return await self.audit.verify(request)

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from mlmesh.api.telemetry.v1 import alert_pb2 as mlmesh_dot_telemetry_dot_v1_dot_alert__pb2
+from mlmesh.api.telemetry.v1 import audit_pb2 as mlmesh_dot_telemetry_dot_v1_dot_audit__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+mlmesh/telemetry/v1/telemetry_service.proto\x12\x13mlmesh.telemetry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fmlmesh/telemetry/v1/alert.proto\"\xb4\x02\n\x11ListAlertsRequest\x12/\n\x06states\x18\x01 \x03(\x0e\x32\x1f.mlmesh.telemetry.v1.AlertState\x12\x36\n\nseverities\x18\x02 \x03(\x0e\x32\".mlmesh.telemetry.v1.AlertSeverity\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12M\n\x0cmatch_labels\x18\x04 \x03(\x0b\x32\x37.mlmesh.telemetry.v1.ListAlertsRequest.MatchLabelsEntry\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x12ListAlertsResponse\x12*\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1a.mlmesh.telemetry.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetAlertRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\"=\n\x10GetAlertResponse\x12)\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1a.mlmesh.telemetry.v1.Alert\"\x17\n\x15ListAlertRulesRequest\"G\n\x16ListAlertRulesResponse\x12-\n\x05rules\x18\x01 \x03(\x0b\x32\x1e.mlmesh.telemetry.v1.AlertRule\"T\n\x0bMetricPoint\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x01\"\xbc\x01\n\x0cMetricSeries\x12\x0c\n\x04name\x18\x01 \x01(\t\x12=\n\x06labels\x18\x02 \x03(\x0b\x32-.mlmesh.telemetry.v1.MetricSeries.LabelsEntry\x12\x30\n\x06points\x18\x03 \x03(\x0b\x32 .mlmesh.telemetry.v1.MetricPoint\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xab\x01\n\x16QueryJobMetricsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07metrics\x18\x02 \x03(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_points\x18\x05 \x01(\x05\"L\n\x17QueryJobMetricsResponse\x12\x31\n\x06series\x18\x01 \x03(\x0b\x32!.mlmesh.telemetry.v1.MetricSeries\"g\n\x0bJobOutcomes\x12\x11\n\tsucceeded\x18\x01 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x03\x12\x11\n\tcancelled\x18\x03 \x01(\x03\x12\x11\n\tpreempted\x18\x04 \x01(\x03\x12\x0f\n\x07retried\x18\x05 \x01(\x03\"\xf4\x01\n\tTeamUsage\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x11\n\tgpu_hours\x18\x02 \x01(\x01\x12\x17\n\x0fgpu_utilization\x18\x03 \x01(\x01\x12\x31\n\x0equeue_wait_p50\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0equeue_wait_p95\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x08outcomes\x18\x06 \x01(\x0b\x32 .mlmesh.telemetry.v1.JobOutcomes\x12\x13\n\x0bgpus_in_use\x18\x07 \x01(\x05\"J\n\x0fGetUsageRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa9\x01\n\x10GetUsageResponse\x12-\n\x05teams\x18\x01 \x03(\x0b\x32\x1e.mlmesh.telemetry.v1.TeamUsage\x12/\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x1e.mlmesh.telemetry.v1.TeamUsage\x12\x35\n\x11window_start_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x02\n\x04Span\x12\x0f\n\x07span_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\nattributes\x18\x07 \x03(\x0b\x32).mlmesh.telemetry.v1.Span.AttributesEntry\x12\r\n\x05\x65rror\x18\x08 \x01(\x08\x12\x16\n\x0estatus_message\x18\t \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x05Trace\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12(\n\x05spans\x18\x02 \x03(\x0b\x32\x19.mlmesh.telemetry.v1.Span\"C\n\x0fGetTraceRequest\x12\x12\n\x08trace_id\x18\x01 \x01(\tH\x00\x12\x10\n\x06job_id\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"=\n\x10GetTraceResponse\x12)\n\x05trace\x18\x01 \x01(\x0b\x32\x1a.mlmesh.telemetry.v1.Trace2\xd5\x04\n\x10TelemetryService\x12]\n\nListAlerts\x12&.mlmesh.telemetry.v1.ListAlertsRequest\x1a\'.mlmesh.telemetry.v1.ListAlertsResponse\x12W\n\x08GetAlert\x12$.mlmesh.telemetry.v1.GetAlertRequest\x1a%.mlmesh.telemetry.v1.GetAlertResponse\x12i\n\x0eListAlertRules\x12*.mlmesh.telemetry.v1.ListAlertRulesRequest\x1a+.mlmesh.telemetry.v1.ListAlertRulesResponse\x12l\n\x0fQueryJobMetrics\x12+.mlmesh.telemetry.v1.QueryJobMetricsRequest\x1a,.mlmesh.telemetry.v1.QueryJobMetricsResponse\x12W\n\x08GetUsage\x12$.mlmesh.telemetry.v1.GetUsageRequest\x1a%.mlmesh.telemetry.v1.GetUsageResponse\x12W\n\x08GetTrace\x12$.mlmesh.telemetry.v1.GetTraceRequest\x1a%.mlmesh.telemetry.v1.GetTraceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+mlmesh/telemetry/v1/telemetry_service.proto\x12\x13mlmesh.telemetry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fmlmesh/telemetry/v1/alert.proto\x1a\x1fmlmesh/telemetry/v1/audit.proto\"\xb4\x02\n\x11ListAlertsRequest\x12/\n\x06states\x18\x01 \x03(\x0e\x32\x1f.mlmesh.telemetry.v1.AlertState\x12\x36\n\nseverities\x18\x02 \x03(\x0e\x32\".mlmesh.telemetry.v1.AlertSeverity\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12M\n\x0cmatch_labels\x18\x04 \x03(\x0b\x32\x37.mlmesh.telemetry.v1.ListAlertsRequest.MatchLabelsEntry\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x12ListAlertsResponse\x12*\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1a.mlmesh.telemetry.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetAlertRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\"=\n\x10GetAlertResponse\x12)\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1a.mlmesh.telemetry.v1.Alert\"\x17\n\x15ListAlertRulesRequest\"G\n\x16ListAlertRulesResponse\x12-\n\x05rules\x18\x01 \x03(\x0b\x32\x1e.mlmesh.telemetry.v1.AlertRule\"T\n\x0bMetricPoint\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x01\"\xbc\x01\n\x0cMetricSeries\x12\x0c\n\x04name\x18\x01 \x01(\t\x12=\n\x06labels\x18\x02 \x03(\x0b\x32-.mlmesh.telemetry.v1.MetricSeries.LabelsEntry\x12\x30\n\x06points\x18\x03 \x03(\x0b\x32 .mlmesh.telemetry.v1.MetricPoint\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xab\x01\n\x16QueryJobMetricsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07metrics\x18\x02 \x03(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_points\x18\x05 \x01(\x05\"L\n\x17QueryJobMetricsResponse\x12\x31\n\x06series\x18\x01 \x03(\x0b\x32!.mlmesh.telemetry.v1.MetricSeries\"g\n\x0bJobOutcomes\x12\x11\n\tsucceeded\x18\x01 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x03\x12\x11\n\tcancelled\x18\x03 \x01(\x03\x12\x11\n\tpreempted\x18\x04 \x01(\x03\x12\x0f\n\x07retried\x18\x05 \x01(\x03\"\xf4\x01\n\tTeamUsage\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x11\n\tgpu_hours\x18\x02 \x01(\x01\x12\x17\n\x0fgpu_utilization\x18\x03 \x01(\x01\x12\x31\n\x0equeue_wait_p50\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0equeue_wait_p95\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x08outcomes\x18\x06 \x01(\x0b\x32 .mlmesh.telemetry.v1.JobOutcomes\x12\x13\n\x0bgpus_in_use\x18\x07 \x01(\x05\"J\n\x0fGetUsageRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa9\x01\n\x10GetUsageResponse\x12-\n\x05teams\x18\x01 \x03(\x0b\x32\x1e.mlmesh.telemetry.v1.TeamUsage\x12/\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x1e.mlmesh.telemetry.v1.TeamUsage\x12\x35\n\x11window_start_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x02\n\x04Span\x12\x0f\n\x07span_id\x18\x01 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\nattributes\x18\x07 \x03(\x0b\x32).mlmesh.telemetry.v1.Span.AttributesEntry\x12\r\n\x05\x65rror\x18\x08 \x01(\x08\x12\x16\n\x0estatus_message\x18\t \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x05Trace\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12(\n\x05spans\x18\x02 \x03(\x0b\x32\x19.mlmesh.telemetry.v1.Span\"C\n\x0fGetTraceRequest\x12\x12\n\x08trace_id\x18\x01 \x01(\tH\x00\x12\x10\n\x06job_id\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"=\n\x10GetTraceResponse\x12)\n\x05trace\x18\x01 \x01(\x0b\x32\x1a.mlmesh.telemetry.v1.Trace\"w\n\x17ListAuditRecordsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x04 \x01(\x05\"M\n\x18ListAuditRecordsResponse\x12\x31\n\x07records\x18\x01 \x03(\x0b\x32 .mlmesh.telemetry.v1.AuditRecord\"\x17\n\x15VerifyAuditLogRequest\"\x7f\n\x16VerifyAuditLogResponse\x12\x33\n\x08problems\x18\x01 \x03(\x0b\x32!.mlmesh.telemetry.v1.AuditProblem\x12\x0f\n\x07records\x18\x02 \x01(\x03\x12\x0e\n\x06\x63hains\x18\x03 \x01(\x05\x12\x0f\n\x07\x61nchors\x18\x04 \x01(\x05\x32\xb1\x06\n\x10TelemetryService\x12]\n\nListAlerts\x12&.mlmesh.telemetry.v1.ListAlertsRequest\x1a\'.mlmesh.telemetry.v1.ListAlertsResponse\x12W\n\x08GetAlert\x12$.mlmesh.telemetry.v1.GetAlertRequest\x1a%.mlmesh.telemetry.v1.GetAlertResponse\x12i\n\x0eListAlertRules\x12*.mlmesh.telemetry.v1.ListAlertRulesRequest\x1a+.mlmesh.telemetry.v1.ListAlertRulesResponse\x12l\n\x0fQueryJobMetrics\x12+.mlmesh.telemetry.v1.QueryJobMetricsRequest\x1a,.mlmesh.telemetry.v1.QueryJobMetricsResponse\x12W\n\x08GetUsage\x12$.mlmesh.telemetry.v1.GetUsageRequest\x1a%.mlmesh.telemetry.v1.GetUsageResponse\x12W\n\x08GetTrace\x12$.mlmesh.telemetry.v1.GetTraceRequest\x1a%.mlmesh.telemetry.v1.GetTraceResponse\x12o\n\x10ListAuditRecords\x12,.mlmesh.telemetry.v1.ListAuditRecordsRequest\x1a-.mlmesh.telemetry.v1.ListAuditRecordsResponse\x12i\n\x0eVerifyAuditLog\x12*.mlmesh.telemetry.v1.VerifyAuditLogRequest\x1a+.mlmesh.telemetry.v1.VerifyAuditLogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,48 +41,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICSERIES_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_SPAN_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SPAN_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_LISTALERTSREQUEST']._serialized_start=167
-  _globals['_LISTALERTSREQUEST']._serialized_end=475
-  _globals['_LISTALERTSREQUEST_MATCHLABELSENTRY']._serialized_start=425
-  _globals['_LISTALERTSREQUEST_MATCHLABELSENTRY']._serialized_end=475
-  _globals['_LISTALERTSRESPONSE']._serialized_start=477
-  _globals['_LISTALERTSRESPONSE']._serialized_end=566
-  _globals['_GETALERTREQUEST']._serialized_start=568
-  _globals['_GETALERTREQUEST']._serialized_end=603
-  _globals['_GETALERTRESPONSE']._serialized_start=605
-  _globals['_GETALERTRESPONSE']._serialized_end=666
-  _globals['_LISTALERTRULESREQUEST']._serialized_start=668
-  _globals['_LISTALERTRULESREQUEST']._serialized_end=691
-  _globals['_LISTALERTRULESRESPONSE']._serialized_start=693
-  _globals['_LISTALERTRULESRESPONSE']._serialized_end=764
-  _globals['_METRICPOINT']._serialized_start=766
-  _globals['_METRICPOINT']._serialized_end=850
-  _globals['_METRICSERIES']._serialized_start=853
-  _globals['_METRICSERIES']._serialized_end=1041
-  _globals['_METRICSERIES_LABELSENTRY']._serialized_start=996
-  _globals['_METRICSERIES_LABELSENTRY']._serialized_end=1041
-  _globals['_QUERYJOBMETRICSREQUEST']._serialized_start=1044
-  _globals['_QUERYJOBMETRICSREQUEST']._serialized_end=1215
-  _globals['_QUERYJOBMETRICSRESPONSE']._serialized_start=1217
-  _globals['_QUERYJOBMETRICSRESPONSE']._serialized_end=1293
-  _globals['_JOBOUTCOMES']._serialized_start=1295
-  _globals['_JOBOUTCOMES']._serialized_end=1398
-  _globals['_TEAMUSAGE']._serialized_start=1401
-  _globals['_TEAMUSAGE']._serialized_end=1645
-  _globals['_GETUSAGEREQUEST']._serialized_start=1647
-  _globals['_GETUSAGEREQUEST']._serialized_end=1721
-  _globals['_GETUSAGERESPONSE']._serialized_start=1724
-  _globals['_GETUSAGERESPONSE']._serialized_end=1893
-  _globals['_SPAN']._serialized_start=1896
-  _globals['_SPAN']._serialized_end=2221
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=2172
-  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=2221
-  _globals['_TRACE']._serialized_start=2223
-  _globals['_TRACE']._serialized_end=2290
-  _globals['_GETTRACEREQUEST']._serialized_start=2292
-  _globals['_GETTRACEREQUEST']._serialized_end=2359
-  _globals['_GETTRACERESPONSE']._serialized_start=2361
-  _globals['_GETTRACERESPONSE']._serialized_end=2422
-  _globals['_TELEMETRYSERVICE']._serialized_start=2425
-  _globals['_TELEMETRYSERVICE']._serialized_end=3022
+  _globals['_LISTALERTSREQUEST']._serialized_start=200
+  _globals['_LISTALERTSREQUEST']._serialized_end=508
+  _globals['_LISTALERTSREQUEST_MATCHLABELSENTRY']._serialized_start=458
+  _globals['_LISTALERTSREQUEST_MATCHLABELSENTRY']._serialized_end=508
+  _globals['_LISTALERTSRESPONSE']._serialized_start=510
+  _globals['_LISTALERTSRESPONSE']._serialized_end=599
+  _globals['_GETALERTREQUEST']._serialized_start=601
+  _globals['_GETALERTREQUEST']._serialized_end=636
+  _globals['_GETALERTRESPONSE']._serialized_start=638
+  _globals['_GETALERTRESPONSE']._serialized_end=699
+  _globals['_LISTALERTRULESREQUEST']._serialized_start=701
+  _globals['_LISTALERTRULESREQUEST']._serialized_end=724
+  _globals['_LISTALERTRULESRESPONSE']._serialized_start=726
+  _globals['_LISTALERTRULESRESPONSE']._serialized_end=797
+  _globals['_METRICPOINT']._serialized_start=799
+  _globals['_METRICPOINT']._serialized_end=883
+  _globals['_METRICSERIES']._serialized_start=886
+  _globals['_METRICSERIES']._serialized_end=1074
+  _globals['_METRICSERIES_LABELSENTRY']._serialized_start=1029
+  _globals['_METRICSERIES_LABELSENTRY']._serialized_end=1074
+  _globals['_QUERYJOBMETRICSREQUEST']._serialized_start=1077
+  _globals['_QUERYJOBMETRICSREQUEST']._serialized_end=1248
+  _globals['_QUERYJOBMETRICSRESPONSE']._serialized_start=1250
+  _globals['_QUERYJOBMETRICSRESPONSE']._serialized_end=1326
+  _globals['_JOBOUTCOMES']._serialized_start=1328
+  _globals['_JOBOUTCOMES']._serialized_end=1431
+  _globals['_TEAMUSAGE']._serialized_start=1434
+  _globals['_TEAMUSAGE']._serialized_end=1678
+  _globals['_GETUSAGEREQUEST']._serialized_start=1680
+  _globals['_GETUSAGEREQUEST']._serialized_end=1754
+  _globals['_GETUSAGERESPONSE']._serialized_start=1757
+  _globals['_GETUSAGERESPONSE']._serialized_end=1926
+  _globals['_SPAN']._serialized_start=1929
+  _globals['_SPAN']._serialized_end=2254
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=2205
+  _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=2254
+  _globals['_TRACE']._serialized_start=2256
+  _globals['_TRACE']._serialized_end=2323
+  _globals['_GETTRACEREQUEST']._serialized_start=2325
+  _globals['_GETTRACEREQUEST']._serialized_end=2392
+  _globals['_GETTRACERESPONSE']._serialized_start=2394
+  _globals['_GETTRACERESPONSE']._serialized_end=2455
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=2457
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=2576
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=2578
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=2655
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=2657
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=2680
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=2682
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=2809
+  _globals['_TELEMETRYSERVICE']._serialized_start=2812
+  _globals['_TELEMETRYSERVICE']._serialized_end=3629
 # @@protoc_insertion_point(module_scope)

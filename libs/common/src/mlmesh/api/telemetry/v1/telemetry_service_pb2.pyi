@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from mlmesh.api.telemetry.v1 import alert_pb2 as _alert_pb2
+from mlmesh.api.telemetry.v1 import audit_pb2 as _audit_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -211,3 +212,37 @@ class GetTraceResponse(_message.Message):
     TRACE_FIELD_NUMBER: _ClassVar[int]
     trace: Trace
     def __init__(self, trace: _Optional[_Union[Trace, _Mapping]] = ...) -> None: ...
+
+class ListAuditRecordsRequest(_message.Message):
+    __slots__ = ("service", "team", "start_time", "limit")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    team: str
+    start_time: _timestamp_pb2.Timestamp
+    limit: int
+    def __init__(self, service: _Optional[str] = ..., team: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListAuditRecordsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class VerifyAuditLogRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyAuditLogResponse(_message.Message):
+    __slots__ = ("problems", "records", "chains", "anchors")
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CHAINS_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_FIELD_NUMBER: _ClassVar[int]
+    problems: _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditProblem]
+    records: int
+    chains: int
+    anchors: int
+    def __init__(self, problems: _Optional[_Iterable[_Union[_audit_pb2.AuditProblem, _Mapping]]] = ..., records: _Optional[int] = ..., chains: _Optional[int] = ..., anchors: _Optional[int] = ...) -> None: ...

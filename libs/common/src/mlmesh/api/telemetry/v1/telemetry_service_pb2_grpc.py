@@ -65,6 +65,16 @@ class TelemetryServiceStub:
                 request_serializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.GetTraceRequest.SerializeToString,
                 response_deserializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.GetTraceResponse.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/mlmesh.telemetry.v1.TelemetryService/ListAuditRecords',
+                request_serializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
+        self.VerifyAuditLog = channel.unary_unary(
+                '/mlmesh.telemetry.v1.TelemetryService/VerifyAuditLog',
+                request_serializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.VerifyAuditLogRequest.SerializeToString,
+                response_deserializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.VerifyAuditLogResponse.FromString,
+                _registered_method=True)
 
 
 class TelemetryServiceServicer:
@@ -113,6 +123,21 @@ class TelemetryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """Lists audit records, oldest first. Admins only (PERMISSION_DENIED otherwise); the call is
+        itself audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAuditLog(self, request, context):
+        """Checks every chain of the audit log against its records and anchors. Admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TelemetryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +170,16 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
                     servicer.GetTrace,
                     request_deserializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.GetTraceRequest.FromString,
                     response_serializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.GetTraceResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'VerifyAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditLog,
+                    request_deserializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.VerifyAuditLogRequest.FromString,
+                    response_serializer=mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.VerifyAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +345,60 @@ class TelemetryService:
             '/mlmesh.telemetry.v1.TelemetryService/GetTrace',
             mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.GetTraceRequest.SerializeToString,
             mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.GetTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlmesh.telemetry.v1.TelemetryService/ListAuditRecords',
+            mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.ListAuditRecordsRequest.SerializeToString,
+            mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlmesh.telemetry.v1.TelemetryService/VerifyAuditLog',
+            mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.VerifyAuditLogRequest.SerializeToString,
+            mlmesh_dot_telemetry_dot_v1_dot_telemetry__service__pb2.VerifyAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,
