@@ -109,7 +109,7 @@ async def read_log(agent: Agent, run_id: str, rank: int, *, offset: int = 0, fol
         c
         async for c in agent.stub.StreamWorkerLogs(
             api.StreamWorkerLogsRequest(run_id=run_id, rank=rank, offset_bytes=offset, follow=follow),
-            metadata=agent.developer,
+            metadata=agent.service,
             timeout=30,
         )
     ]
@@ -157,14 +157,14 @@ async def test_launch_two_ranks_logs_exit_codes_and_events_on_nats(agent: Agent)
         assert not e.data.stopped_by_agent and e.data.exit_time.seconds > 0
 
     got = await agent.stub.GetWorkers(
-        api.GetWorkersRequest(run_id="run-ok", include_exited=True), metadata=agent.developer, timeout=10
+        api.GetWorkersRequest(run_id="run-ok", include_exited=True), metadata=agent.service, timeout=10
     )
     assert [(w.rank, w.state, w.exit_code) for w in got.workers] == [
         (0, api.WORKER_STATE_EXITED, 0),
         (1, api.WORKER_STATE_EXITED, 3),
     ]
     assert not any(w.HasField("signal") for w in got.workers)
-    running = await agent.stub.GetWorkers(api.GetWorkersRequest(run_id="run-ok"), metadata=agent.developer, timeout=10)
+    running = await agent.stub.GetWorkers(api.GetWorkersRequest(run_id="run-ok"), metadata=agent.service, timeout=10)
     assert list(running.workers) == []
 
     assert await read_log(agent, "run-ok", 0) == b"RANK=0 WORLD_SIZE=2\n"
@@ -252,10 +252,26 @@ async def test_launch_and_stop_need_the_service_role(agent: Agent):
 
     resp = await agent.stub.LaunchWorkers(req, metadata=agent.admin, timeout=10)
     assert resp.workers[0].pid > 0
-    listed = await agent.stub.GetWorkers(
-        api.GetWorkersRequest(include_exited=True), metadata=agent.developer, timeout=10
-    )
+    listed = await agent.stub.GetWorkers(api.GetWorkersRequest(include_exited=True), metadata=agent.admin, timeout=10)
     assert [w.run_id for w in listed.workers] == ["run-auth"]
+
+
+async def test_workers_and_logs_are_not_shown_to_team_members(agent: Agent):
+    """A node runs every team's workers and a worker carries no team: only services and admins
+    may list them or read their logs."""
+    await agent.stub.LaunchWorkers(
+        launch("run-private", [api.WorkerLaunch(rank=0, command=py("print('secret')"))]),
+        metadata=agent.service,
+        timeout=10,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await agent.stub.GetWorkers(api.GetWorkersRequest(include_exited=True), metadata=agent.developer, timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    logs = agent.stub.StreamWorkerLogs(api.StreamWorkerLogsRequest(run_id="run-private"), metadata=agent.developer)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in logs:
+            pass
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_stream_logs_follow_returns_the_whole_output_of_a_running_worker(agent: Agent):

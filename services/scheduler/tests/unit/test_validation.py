@@ -49,7 +49,15 @@ def test_every_bad_field_is_named():
 
 def test_unknown_or_foreign_queue():
     assert "spec.queue" in validate_spec(_command(queue="nope"), CAT)
-    assert "another team" in validate_spec(_command(queue="qb"), CAT)["spec.queue"]
+    assert "spec.queue" in validate_spec(_command(queue="qb"), CAT)
+
+
+def test_a_foreign_queue_reads_like_a_missing_one():
+    """Another team's queue must not be told apart from one that does not exist (its name leaked)."""
+    foreign = validate_spec(_command(queue="qb"), CAT)["spec.queue"]
+    missing = validate_spec(_command(queue="zz"), CAT)["spec.queue"]
+    assert foreign.replace("qb", "zz") == missing
+    assert "another team" not in foreign and "team-b" not in foreign
 
 
 def test_ids_outside_the_alphabet():

@@ -64,12 +64,24 @@ async def test_retention_keeps_latest_and_best(core, catalog):
         await core.commit(f"ck{step}", d, stage(core, f"ck{step}", {"base.bin": b"B" * 1000, "s.bin": bytes([step])}))
     other = draft(job_id="job-2", step=1)
     await core.commit("other", other, stage(core, "other", {"o.bin": b"o"}))
-    assert await core.retention_once("job-1") == ["ck1", "ck3"]
+    assert await core.retention_once("job-1", "team-a") == ["ck1", "ck3"]
     left = {a.meta.id for a in await catalog.snapshot()}
     assert left == {"ck2", "ck4", "ck5", "other"}
     for aid in ("ck2", "ck4", "ck5"):
         assert await read_all(core, await catalog.get(aid), "base.bin") == b"B" * 1000
-    assert await core.retention_once("job-1") == []
+    assert await core.retention_once("job-1", "team-a") == []
+
+
+async def test_retention_never_deletes_another_teams_checkpoints(core, catalog):
+    """A checkpoint names its job freely: another team naming this job, with a keep-1 policy and a
+    newer step, must not have this team's checkpoints deleted."""
+    for step in (1, 2):
+        await core.commit(f"mine{step}", draft(job_id="job-1", step=step), stage(core, f"mine{step}", {"m": b"m"}))
+    theirs = draft(team="team-b", job_id="job-1", step=99)
+    theirs.checkpoint.retention.keep_latest = 1
+    await core.commit("theirs", theirs, stage(core, "theirs", {"t": b"t"}))
+    assert await core.retention_once("job-1", "team-b") == []
+    assert {a.meta.id for a in await catalog.snapshot()} == {"mine1", "mine2", "theirs"}
 
 
 async def test_usage_counts_logical_and_distinct_bytes(core):

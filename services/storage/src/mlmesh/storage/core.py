@@ -20,7 +20,7 @@ API (all coroutines unless noted; team checks, quotas and upload sessions are th
         # the record goes first, then blobs nothing else references (refcount-safe)
     await core.set_tier(artifact_id, tier) -> Artifact   # explicit move (SetArtifactTier)
     await core.tier_once() -> list[Move]          # one pass of the demotion policy
-    await core.retention_once(job_id) -> list[str] # ids deleted by the job's retention policy
+    await core.retention_once(job_id, team) -> list[str] # ids deleted by the job's retention policy
     await core.gc_once() -> dict                  # orphan blobs and crash debris older than grace
     await core.usage(team) -> Usage               # quota_bytes left 0 for the servicer to fill
     await core.drain()                            # wait for background promotions / access updates
@@ -209,11 +209,14 @@ class StorageCore:
     async def tier_once(self, now_s: float | None = None) -> list[Move]:
         return await tier_once(self.catalog, self.tiers, self.policy, grace_s=self.grace_s, now_s=now_s)
 
-    async def retention_once(self, job_id: str) -> list[str]:
+    async def retention_once(self, job_id: str, team: str) -> list[str]:
+        # Only the team's own checkpoints: a checkpoint's job id is whatever its uploader wrote, so
+        # another team could otherwise name this job and have its policy delete these.
         checkpoints = [
             a
             for a in await self.catalog.snapshot()
             if a.kind == artifact_pb2.ARTIFACT_KIND_CHECKPOINT
+            and a.meta.team == team
             and a.checkpoint.job_id == job_id
             and a.state == artifact_pb2.ARTIFACT_STATE_COMMITTED
         ]

@@ -308,7 +308,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             await asyncio.to_thread(shutil.rmtree, stage, True)
         await self._publish_committed(artifact)
         if artifact.kind == artifact_pb2.ARTIFACT_KIND_CHECKPOINT and artifact.checkpoint.job_id:
-            for deleted in await self.core.retention_once(artifact.checkpoint.job_id):
+            for deleted in await self.core.retention_once(artifact.checkpoint.job_id, artifact.meta.team):
                 await self._publish_deleted(
                     deleted, artifact.meta.team, artifact.kind, artifact.checkpoint.job_id, "Retention"
                 )

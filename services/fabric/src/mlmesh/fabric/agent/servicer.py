@@ -2,7 +2,8 @@
 
 Launching and stopping workers runs arbitrary commands on the node, so those two RPCs need the
 `service` role (the trainer and fabric call them with service tokens; admins pass too). Listing
-workers and reading their logs needs any authenticated caller.
+workers and reading their logs need it as well: a node runs every team's workers and a worker
+carries no team, so a team member could otherwise read another team's jobs and logs.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class NodeAgentServicer(node_agent_service_pb2_grpc.NodeAgentServiceServicer):
         return api.StopWorkersResponse(workers=[w.to_proto() for w in workers])
 
     async def GetWorkers(self, request: api.GetWorkersRequest, context) -> api.GetWorkersResponse:
-        current_identity()
+        current_identity().require_role(ROLE_SERVICE)
         workers = self.manager.list(request.run_id, request.job_id, request.include_exited)
         return api.GetWorkersResponse(workers=[w.to_proto() for w in workers])
 
@@ -63,7 +64,7 @@ class NodeAgentServicer(node_agent_service_pb2_grpc.NodeAgentServiceServicer):
         """The log from `offset_bytes` (negative: from that many bytes before the end), in chunks of
         at most 64 KiB; with `follow`, new output until the worker has exited and the file is read
         to its end."""
-        current_identity()
+        current_identity().require_role(ROLE_SERVICE)
         subject_token(request.run_id, "run_id")
         worker = self.manager.get(request.run_id, request.rank)
         try:

@@ -59,13 +59,13 @@ def validate_spec(
     if not ID.fullmatch(spec.team):
         bad[f + "team"] = "must be 1-63 characters of [a-z0-9_-]"
     if spec.kind != K.JOB_KIND_PIPELINE:
-        owner = catalog.queues.get(spec.queue)
-        if owner is None:
+        # Another team's queue reads exactly like one that does not exist: its name must not leak.
+        if catalog.queues.get(spec.queue) != spec.team:
             bad[f + "queue"] = (
-                f"unknown queue {spec.queue!r}" if spec.queue else "no queue given and the team has no default"
+                f"team {spec.team} has no queue {spec.queue!r}"
+                if spec.queue
+                else "no queue given and the team has no default"
             )
-        elif owner != spec.team:
-            bad[f + "queue"] = f"queue {spec.queue!r} belongs to another team"
         if spec.priority_class and spec.priority_class not in catalog.priority_classes:
             bad[f + "priority_class"] = f"unknown priority class {spec.priority_class!r}"
     _labels(spec.labels, f + "labels", bad)
