@@ -44,6 +44,14 @@ def test_every_bad_field_is_named():
     }
 
 
+def test_durations_out_of_protobufs_range_are_named_not_raised():
+    """ToTimedelta overflows on them: a CreateDeployment answered INTERNAL before."""
+    s = spec()
+    s.batching.max_queue_delay.CopyFrom(duration_pb2.Duration(seconds=2**63 - 1))
+    s.cache_ttl.CopyFrom(duration_pb2.Duration(seconds=-(2**63)))
+    assert {"spec.batching.max_queue_delay", "spec.cache_ttl"} <= set(dom.validate_create("x", "", s, {}))
+
+
 def test_model_is_required_and_versions_are_positive():
     assert "spec.model" in dom.validate_create("x", "", d.DeploymentSpec(), {})
     bad = dom.validate_create("x", "", d.DeploymentSpec(model=d.ModelRef(name="m", version=0)), {})

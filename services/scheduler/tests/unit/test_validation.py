@@ -112,3 +112,24 @@ def test_dag_helpers():
     assert find_cycle({"a": ["a"]}) == ["a", "a"]
     long_chain = {str(i): [str(i + 1)] for i in range(5000)}
     assert find_cycle(long_chain) is None  # no recursion limit
+
+
+@pytest.mark.parametrize(
+    ("field", "seconds", "nanos"),
+    [
+        ("max_runtime", 2**63 - 1, 0),  # ToTimedelta overflowed: INTERNAL instead of a named field
+        ("max_runtime", 0, 0),
+        ("retry.initial_backoff", -(2**63), 0),
+        ("retry.max_backoff", 8 * 86400, 0),
+        ("retry.max_backoff", 1, -1),  # signs disagree: not a Duration
+        ("checkpoint.every_interval", 2**62, 0),
+        ("checkpoint.every_interval", -1, 0),
+    ],
+)
+def test_bad_durations_are_named(field, seconds, nanos):
+    spec = _command()
+    target = spec
+    for part in field.split("."):
+        target = getattr(target, part)
+    target.seconds, target.nanos = seconds, nanos
+    assert f"spec.{field}" in validate_spec(spec, CAT)

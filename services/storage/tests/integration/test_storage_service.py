@@ -164,6 +164,18 @@ def test_grpc_direct_paths_ranges_quota_datasets(service, tmp_path):
     again = stub.CreateDirectDownload(api.CreateDirectDownloadRequest(artifact_id=artifact.meta.id), metadata=md)
     assert again.filesystem_path == view.filesystem_path and Path(again.filesystem_path).stat().st_ino == directory
     assert Path(view.filesystem_path, "rank-0.pt").read_bytes() == shard
+    # A ttl protobuf cannot convert (it overflowed: INTERNAL), or out of bounds, names the field.
+    for seconds in (2**63 - 1, -(2**63), 30):
+        ask = api.CreateDirectDownloadRequest(artifact_id=artifact.meta.id)
+        ask.ttl.seconds = seconds
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateDirectDownload(ask, metadata=md)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ttl" in err.value.details()
+        begin = api.CreateDirectUploadRequest(artifact=draft)
+        begin.ttl.seconds = seconds
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateDirectUpload(begin, metadata=md)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ttl" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         list(
             stub.Download(

@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -352,6 +353,23 @@ def test_usage_series_and_metrics_are_built_from_the_streams_and_rebuilt_after_r
     with pytest.raises(grpc.RpcError) as err:
         stub.QueryJobMetrics(api.QueryJobMetricsRequest(), metadata=md(mesh.alice), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "job_id" in err.value.details()
+    # Times outside protobuf's ranges (its conversions raise on them) are bad input, not INTERNAL.
+    for call in (
+        lambda: stub.QueryJobMetrics(
+            api.QueryJobMetricsRequest(job_id="job-a", start_time=Timestamp(seconds=-(2**63))),
+            metadata=md(mesh.alice),
+            timeout=5,
+        ),
+        lambda: stub.QueryJobMetrics(
+            api.QueryJobMetricsRequest(job_id="job-a", end_time=Timestamp(nanos=-1)), metadata=md(mesh.alice), timeout=5
+        ),
+        lambda: stub.GetUsage(
+            api.GetUsageRequest(window=Duration(seconds=1, nanos=-1)), metadata=md(mesh.alice), timeout=5
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         stub.GetUsage(api.GetUsageRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

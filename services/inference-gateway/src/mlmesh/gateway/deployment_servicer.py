@@ -12,6 +12,7 @@ import grpc
 from mlmesh.api.gateway.v1 import deployment_service_pb2 as api
 from mlmesh.api.gateway.v1 import deployment_service_pb2_grpc
 from mlmesh.common.auth import ROLE_DEVELOPER, current_identity
+from mlmesh.common.clock import duration_s
 from mlmesh.common.errors import InvalidArgument, NotFound
 from mlmesh.gateway.deployments import DeploymentController
 from mlmesh.gateway.domain import deployments as dom
@@ -93,7 +94,7 @@ class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
         name = _name(request.name)
         drain = None
         if request.HasField("drain_timeout"):
-            drain = request.drain_timeout.ToTimedelta().total_seconds()
+            drain = duration_s(request.drain_timeout, "drain_timeout")
             if not 0 <= drain <= MAX_DRAIN_S:
                 raise InvalidArgument.field("drain_timeout", f"must be 0-{MAX_DRAIN_S:.0f}s")
         team = _team(request.team)

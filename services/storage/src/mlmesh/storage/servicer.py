@@ -21,7 +21,7 @@ from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.storage.v1 import artifact_pb2, storage_service_pb2_grpc
 from mlmesh.api.storage.v1 import storage_service_pb2 as api
 from mlmesh.common.auth import ROLE_ADMIN, ROLE_DEVELOPER, Identity, current_identity
-from mlmesh.common.clock import now_ts, ts_from_seconds
+from mlmesh.common.clock import duration_s, now_ts, ts_from_seconds
 from mlmesh.common.errors import InvalidArgument, NotFound, PermissionDenied, QuotaExceeded, TooLarge
 from mlmesh.common.events import EventPublisher, is_token, subject_token
 from mlmesh.common.kv import KvRepository
@@ -36,6 +36,7 @@ QUOTAS_BUCKET = "quotas"
 MAX_FILES = 100_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+MAX_GRANT_S = 7 * 24 * 3600  # direct upload sessions and download grants
 DIRECT = api.DirectAccessMethod
 
 
@@ -237,8 +238,8 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
     async def CreateDirectUpload(self, request, context) -> api.CreateDirectUploadResponse:
         ident = current_identity()
         ident.require_role(ROLE_DEVELOPER)
-        ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else self.upload_ttl_s
-        if not 60 <= ttl <= 7 * 24 * 3600:
+        ttl = duration_s(request.ttl, "ttl") if request.HasField("ttl") else self.upload_ttl_s
+        if not 60 <= ttl <= MAX_GRANT_S:
             raise InvalidArgument.field("ttl", "must be 1 minute - 7 days")
         method = request.method or DIRECT.DIRECT_ACCESS_METHOD_FILESYSTEM
         if method == DIRECT.DIRECT_ACCESS_METHOD_S3_PRESIGNED and self.s3 is None:
@@ -352,7 +353,9 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         ident = current_identity()
         artifact = await self._visible(request.artifact_id, ident)
         method = request.method or DIRECT.DIRECT_ACCESS_METHOD_FILESYSTEM
-        ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else 3600.0
+        ttl = duration_s(request.ttl, "ttl") if request.HasField("ttl") else 3600.0
+        if not 60 <= ttl <= MAX_GRANT_S:
+            raise InvalidArgument.field("ttl", "must be 1 minute - 7 days")
         out = api.CreateDirectDownloadResponse(method=method, expire_time=ts_from_seconds(time.time() + ttl))
         if method == DIRECT.DIRECT_ACCESS_METHOD_FILESYSTEM:
             if artifact.tier != HOT:

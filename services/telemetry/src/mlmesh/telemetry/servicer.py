@@ -13,6 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 from mlmesh.api.telemetry.v1 import telemetry_service_pb2 as api
 from mlmesh.api.telemetry.v1 import telemetry_service_pb2_grpc
 from mlmesh.common.auth import current_identity
+from mlmesh.common.clock import duration_s, timestamp_s
 from mlmesh.common.errors import InvalidArgument, NotFound
 from mlmesh.telemetry.alerts import SEVERITY, STATE, rule_to_proto, to_proto
 from mlmesh.telemetry.domain.aggregates import Usage
@@ -106,8 +107,8 @@ class TelemetryServicer(telemetry_service_pb2_grpc.TelemetryServiceServicer):
             raise InvalidArgument.field("job_id", "required")
         if request.max_points < 0:
             raise InvalidArgument.field("max_points", "must not be negative")
-        lo = request.start_time.ToNanoseconds() / 1e9 if request.HasField("start_time") else None
-        hi = request.end_time.ToNanoseconds() / 1e9 if request.HasField("end_time") else None
+        lo = timestamp_s(request.start_time, "start_time") if request.HasField("start_time") else None
+        hi = timestamp_s(request.end_time, "end_time") if request.HasField("end_time") else None
         if lo is not None and hi is not None and hi < lo:
             raise InvalidArgument.field("end_time", "is before start_time")
         async with self.ingest.lock:
@@ -125,7 +126,7 @@ class TelemetryServicer(telemetry_service_pb2_grpc.TelemetryServiceServicer):
 
     async def GetUsage(self, request, context):
         ident = current_identity()
-        window = request.window.ToNanoseconds() / 1e9 if request.HasField("window") else DAY_S
+        window = duration_s(request.window, "window") if request.HasField("window") else DAY_S
         if window <= 0:
             raise InvalidArgument.field("window", "must be positive")
         if window > self.history_s:

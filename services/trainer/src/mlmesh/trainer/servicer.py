@@ -7,6 +7,7 @@ from mlmesh.api.trainer.v1 import run_pb2, trainer_service_pb2_grpc
 from mlmesh.api.trainer.v1 import trainer_service_pb2 as api
 from mlmesh.common import tracing
 from mlmesh.common.auth import ROLE_SERVICE, current_identity
+from mlmesh.common.clock import duration_s
 from mlmesh.common.errors import InvalidArgument, NotFound
 from mlmesh.common.events import is_token
 from mlmesh.common.kv import KvRepository
@@ -114,7 +115,7 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
         current_identity().require_role(ROLE_SERVICE)
         await self._visible(request.run_id)
         grace = (
-            request.grace_period.ToTimedelta().total_seconds()
+            duration_s(request.grace_period, "grace_period")
             if request.HasField("grace_period")
             else self.controller.settings.default_stop_grace_s
         )

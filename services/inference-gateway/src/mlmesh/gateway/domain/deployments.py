@@ -10,6 +10,7 @@ from google.protobuf import field_mask_pb2
 
 from mlmesh.api.common.v1 import common_pb2
 from mlmesh.api.gateway.v1 import deployment_pb2 as d
+from mlmesh.common.clock import valid_duration_s
 from mlmesh.gateway.domain.model_repository import CONTRACT
 from mlmesh.gateway.routing import Served
 
@@ -57,13 +58,13 @@ def validate_spec(spec: d.DeploymentSpec, bad: dict[str, str], prefix: str = "sp
     b = spec.batching
     if not 0 <= b.max_batch_size <= MAX_BATCH:
         bad[f"{prefix}.batching.max_batch_size"] = f"must be 0-{MAX_BATCH} (0 = the default, 8)"
-    delay = b.max_queue_delay.ToTimedelta().total_seconds()
-    if not 0 <= delay <= MAX_QUEUE_DELAY_S:
+    delay = valid_duration_s(b.max_queue_delay)
+    if delay is None or not 0 <= delay <= MAX_QUEUE_DELAY_S:
         bad[f"{prefix}.batching.max_queue_delay"] = f"must be 0-{MAX_QUEUE_DELAY_S:g}s"
     if any(size < 1 for size in b.preferred_batch_sizes):
         bad[f"{prefix}.batching.preferred_batch_sizes"] = "must all be >= 1"
-    ttl = spec.cache_ttl.ToTimedelta().total_seconds()
-    if not 0 <= ttl <= MAX_CACHE_TTL_S:
+    ttl = valid_duration_s(spec.cache_ttl)
+    if ttl is None or not 0 <= ttl <= MAX_CACHE_TTL_S:
         bad[f"{prefix}.cache_ttl"] = f"must be 0-{MAX_CACHE_TTL_S:.0f}s (0 = not cached)"
     if spec.HasField("canary"):
         canary = spec.canary

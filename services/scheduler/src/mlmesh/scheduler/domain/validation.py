@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from mlmesh.api.scheduler.v1 import job_pb2
+from mlmesh.common.clock import valid_duration_s
 from mlmesh.scheduler.domain import control_steps
 from mlmesh.scheduler.domain.pipeline import find_cycle
 
@@ -28,6 +29,7 @@ MAX_CPU_MILLIS_PER_WORKER = 512_000
 MAX_MEMORY_PER_WORKER = 8 << 40  # 8 TiB
 MAX_LABELS = 64
 MAX_RETRIES = 20
+MAX_BACKOFF_S = 7 * 86400
 MAX_PIPELINE_STEPS = 100
 MAX_COMMAND_BYTES = 64 << 10
 MAX_STRING = 4096
@@ -70,8 +72,11 @@ def validate_spec(
             bad[f + "priority_class"] = f"unknown priority class {spec.priority_class!r}"
     _labels(spec.labels, f + "labels", bad)
     _retry(spec.retry, f + "retry", bad)
-    if spec.HasField("max_runtime") and spec.max_runtime.ToTimedelta().total_seconds() <= 0:
-        bad[f + "max_runtime"] = "must be positive"
+    if spec.HasField("max_runtime") and (valid_duration_s(spec.max_runtime) or 0) <= 0:
+        bad[f + "max_runtime"] = "must be a positive duration"
+    every = valid_duration_s(spec.checkpoint.every_interval)
+    if every is None or every < 0:  # telemetry and the trainer convert it; a bad one broke them
+        bad[f + "checkpoint.every_interval"] = "must be a duration, 0 or more"
     if spec.kind in WORKER_KINDS:
         _workers(spec.workers, f + "workers", bad)
         _selector(spec.accelerator, f + "accelerator", bad)
@@ -105,8 +110,10 @@ def _retry(retry: job_pb2.RetryPolicy, field: str, bad: dict[str, str]) -> None:
     if retry.backoff_multiplier and retry.backoff_multiplier < 1:
         bad[field + ".backoff_multiplier"] = "must be >= 1"
     for name in ("initial_backoff", "max_backoff"):
-        if retry.HasField(name) and getattr(retry, name).ToTimedelta().total_seconds() < 0:
-            bad[f"{field}.{name}"] = "must not be negative"
+        # The controller adds a backoff to the clock: past MAX_BACKOFF_S it could leave the calendar.
+        seconds = valid_duration_s(getattr(retry, name))
+        if seconds is None or not 0 <= seconds <= MAX_BACKOFF_S:
+            bad[f"{field}.{name}"] = f"must be 0-{MAX_BACKOFF_S // 86400} days"
 
 
 def _workers(w: job_pb2.WorkerResources, field: str, bad: dict[str, str]) -> None:
