@@ -273,7 +273,10 @@ class HttpFront:
     (so port 0 is known at once)."""
 
     def __init__(self, app: FastAPI, host: str, port: int, *, shutdown_grace_s: float = 10.0):
-        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections of a socket that names
+        # it. Without it every keep-alive reply with a body waited ~40 ms (Nagle + delayed ACK).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind((host, port))
