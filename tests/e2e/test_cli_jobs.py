@@ -114,6 +114,7 @@ def scheduler(tmp_path: Path):
                 f"{p}GRPC_PORT": "0",
                 f"{p}METRICS_PORT": "-1",
                 f"{p}NATS_URL": nats.url,
+                f"{p}NATS_CREDS_FILE": str(nats.creds("scheduler")),
                 f"{p}AUTH_PUBLIC_KEY_FILE": str(tmp_path / "public.pem"),
                 f"{p}INVENTORY_FILE": str(tmp_path / "nodes.json"),
                 f"{p}READY_FILE": str(ready),

@@ -63,7 +63,12 @@ async def _list_services(channel) -> set[str]:
 async def test_serve_starts_serves_and_stops_cleanly(nats_server, make_settings, signing_key, tmp_path):
     ready = tmp_path / "run" / "ready.json"
     settings = make_settings(
-        nats_url=nats_server.url, grpc_port=0, metrics_port=0, ready_file=ready, shutdown_grace_s=1.0
+        nats_url=nats_server.url,
+        nats_creds_file=nats_server.creds("admin"),
+        grpc_port=0,
+        metrics_port=0,
+        ready_file=ready,
+        shutdown_grace_s=1.0,
     )
     wired: dict = {}
     shutdown_hooks: list[str] = []

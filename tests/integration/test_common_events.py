@@ -30,7 +30,9 @@ JobStateChanged = events_pb2.JobStateChanged
 
 @pytest.fixture
 async def nc(nats_server):
-    client = await events.connect(nats_server.url, name="test-common-events", timeout_s=5)
+    client = await events.connect(
+        nats_server.url, name="test-common-events", timeout_s=5, **nats_server.client_options()
+    )
     try:
         yield client
     finally:

@@ -20,7 +20,7 @@ Value = events_pb2.JobStateChanged  # any proto message will do; `attempt` serve
 
 @pytest.fixture
 async def repo(nats_server):
-    nc = await events.connect(nats_server.url, name="test-common-kv", timeout_s=5)
+    nc = await events.connect(nats_server.url, name="test-common-kv", timeout_s=5, **nats_server.client_options())
     js = nc.jetstream()
     bucket = f"test_kv_{uuid.uuid4().hex[:10]}"
     try:

@@ -51,7 +51,7 @@ def _group_members(pgid: int) -> list[int]:
 async def test_nats_jetstream_stores_and_returns_a_message(nats_server: NatsServer) -> None:
     import nats
 
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, user_credentials=str(nats_server.creds("admin")))
     try:
         js = nc.jetstream()
         await js.add_stream(name="LOCALINFRA", subjects=["localinfra.>"])

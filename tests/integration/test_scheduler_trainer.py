@@ -105,7 +105,9 @@ def _type(msg) -> str:
 
 async def test_finetune_runs_through_scheduler_and_trainer(mesh: Mesh, tmp_path: Path):
     spec_file = _finetune_yaml(tmp_path / "ft.yaml", _write_dataset(tmp_path / "text.jsonl"))
-    nc = await nats.connect(mesh.endpoints["infra"]["nats"]["url"])
+    nc = await nats.connect(
+        mesh.endpoints["infra"]["nats"]["url"], user_credentials=mesh.endpoints["auth"]["nats_admin_creds"]
+    )
     received = []
 
     async def on_msg(msg) -> None:

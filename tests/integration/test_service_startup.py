@@ -51,7 +51,12 @@ STANDALONE = [s for s in SERVICES if not s.after_fabric]
 def test_service_serves_health_and_stops_on_sigterm(svc, nats_server, public_key, tmp_path):
     ready = tmp_path / "ready.json"
     env = _env(
-        svc.env_prefix, nats_url=nats_server.url, auth_public_key_file=public_key, ready_file=ready, metrics_port=-1
+        svc.env_prefix,
+        nats_url=nats_server.url,
+        nats_creds_file=nats_server.creds(svc.identity),
+        auth_public_key_file=public_key,
+        ready_file=ready,
+        metrics_port=-1,
     )
     proc = subprocess.Popen([sys.executable, "-m", f"mlmesh.{svc.module}"], env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -109,6 +114,12 @@ def test_port_in_use_is_one_line(nats_server, public_key):
         s.listen()
         busy = s.getsockname()[1]
         code, line = _start_failure(
-            _env("MLMESH_SCHEDULER_", nats_url=nats_server.url, grpc_port=busy, auth_public_key_file=public_key)
+            _env(
+                "MLMESH_SCHEDULER_",
+                nats_url=nats_server.url,
+                nats_creds_file=nats_server.creds("scheduler"),
+                grpc_port=busy,
+                auth_public_key_file=public_key,
+            )
         )
     assert code == 1 and f"cannot bind gRPC to 127.0.0.1:{busy}" in line

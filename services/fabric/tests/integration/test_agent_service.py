@@ -62,9 +62,13 @@ async def agent(nats_server, tmp_path: Path):
     private, public = generate_signing_key()
     write_secret(tmp_path / "public.pem", public)
     settings = FabricSettings(
-        nats_url=nats_server.url, auth_public_key_file=tmp_path / "public.pem", grpc_port=0, metrics_port=-1
+        nats_url=nats_server.url,
+        nats_creds_file=nats_server.creds("fabric-agent"),
+        auth_public_key_file=tmp_path / "public.pem",
+        grpc_port=0,
+        metrics_port=-1,
     )
-    nc = await events.connect(nats_server.url, name="test-agent-service")
+    nc = await events.connect(nats_server.url, name="test-agent-service", **nats_server.client_options())
     js = nc.jetstream()
     await events.ensure_streams(js)
     node_id = f"node-{uuid.uuid4().hex[:8]}"

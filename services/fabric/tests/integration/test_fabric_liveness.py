@@ -47,6 +47,7 @@ class Cluster:
         env.update(
             {
                 f"{prefix}NATS_URL": self.nats.url,
+                f"{prefix}NATS_CREDS_FILE": str(self.nats.creds("fabric-agent" if "AGENT" in prefix else "fabric")),
                 f"{prefix}AUTH_PUBLIC_KEY_FILE": str(self.tmp / "public.pem"),
                 f"{prefix}METRICS_PORT": "-1",
             }
@@ -144,7 +145,7 @@ async def test_sigstop_makes_node_not_ready_and_sigcont_needs_reregistration(clu
     _wait_node(stub, md, "gpu-box-1", lambda n: n.utilization.memory_total_bytes > 0)  # heartbeats flow
 
     seen: list[events_pb2.NodeStateChanged] = []
-    nc = await events.connect(c.nats.url, "watcher")
+    nc = await events.connect(c.nats.url, "watcher", **c.nats.client_options())
 
     async def on_state(msg):
         seen.append(events.decode_event(msg, events_pb2.NodeStateChanged).data)

@@ -113,13 +113,22 @@ def test_agents_in_separate_namespaces_register_benchmark_and_fail_independently
     nats = NatsServer(tmp_path / "nats", host=ns.gateway)
     procs: list[ManagedProcess] = []
     nats.start()
+    nats.bootstrap()
     try:
         ready = tmp_path / "fabric.ready"
         fabric = ManagedProcess(
             "fabric",
             [sys.executable, "-m", "mlmesh.fabric"],
             log_path=tmp_path / "fabric.log",
-            env=_env("MLMESH_FABRIC_", tmp_path, nats.url, host=ns.gateway, ready_file=ready, heartbeat_interval_s=1),
+            env=_env(
+                "MLMESH_FABRIC_",
+                tmp_path,
+                nats.url,
+                nats_creds_file=nats.creds("fabric"),
+                host=ns.gateway,
+                ready_file=ready,
+                heartbeat_interval_s=1,
+            ),
         )
         fabric.start()
         procs.append(fabric)
@@ -130,6 +139,7 @@ def test_agents_in_separate_namespaces_register_benchmark_and_fail_independently
                 "MLMESH_AGENT_",
                 tmp_path,
                 nats.url,
+                nats_creds_file=nats.creds("fabric-agent"),
                 host=addr,
                 ready_file=agent_ready,
                 fabric_address=f"{ns.gateway}:{port}",

@@ -105,7 +105,7 @@ def _start_gateway(tmp: Path, nats: NatsServer, extra: dict[str, str]) -> Iterat
     private, public = generate_signing_key()
     write_secret(tmp / "public.pem", public)
     settings = {
-        "NATS_URL": nats.url,
+        **nats.service_settings("gateway"),
         "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
         "METRICS_PORT": "-1",
         "HTTP_PORT": "0",

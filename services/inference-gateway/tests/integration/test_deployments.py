@@ -59,6 +59,7 @@ class Stack:
     repository: Path
     triton_http: str
     nats_url: str
+    nats_creds: str
     alice: str
     bob: str
 
@@ -79,15 +80,22 @@ def stack(tmp_path_factory, nats_server, triton_server, valkey_server):
     private, public = generate_signing_key()
     write_secret(tmp / "public.pem", public)
     write_secret(tmp / "gateway.token", mint_service_token(private, "gateway"))
-    common = {"NATS_URL": nats_server.url, "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem")}
+    common = {"AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem")}
     storage, info = start_service(
         "storage",
-        {**common, "METRICS_PORT": "-1", "HOT_DIR": str(tmp / "hot"), "WARM_DIR": str(tmp / "warm")},
+        {
+            **common,
+            **nats_server.service_settings("storage"),
+            "METRICS_PORT": "-1",
+            "HOT_DIR": str(tmp / "hot"),
+            "WARM_DIR": str(tmp / "warm"),
+        },
         tmp,
     )
     storage_address = f"127.0.0.1:{info['grpc_port']}"
     settings = {
         **common,
+        **nats_server.service_settings("gateway"),
         "METRICS_PORT": "0",
         "HTTP_PORT": "0",
         "SHUTDOWN_GRACE_S": "2",
@@ -114,6 +122,7 @@ def stack(tmp_path_factory, nats_server, triton_server, valkey_server):
         repository=triton_server.model_repository,
         triton_http=triton_server.http_url.removeprefix("http://"),
         nats_url=nats_server.url,
+        nats_creds=str(nats_server.creds("admin")),
         alice=mint_token(private, subject="alice", team="team-a", roles=["developer"]),
         bob=mint_token(private, subject="bob", team="team-b", roles=["developer"]),
     )
@@ -299,7 +308,7 @@ def test_deploy_serves_the_registry_version(stack: Stack, minilm):
 
     async def listen(stop: threading.Event):
         nc = NATS()
-        await nc.connect(stack.nats_url)
+        await nc.connect(stack.nats_url, user_credentials=stack.nats_creds)
         sub = await nc.subscribe("mlmesh.deployments.team-a.embed.changed")
         while not stop.is_set():
             try:

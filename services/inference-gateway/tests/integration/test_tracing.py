@@ -33,8 +33,13 @@ def traced(tmp_path_factory, nats_server: NatsServer, triton_with_double: Triton
     private, public = generate_signing_key()
     write_secret(tmp / "public.pem", public)
     write_secret(tmp / "gateway.token", mint_service_token(private, "inference-gateway"))
-    common = {"NATS_URL": nats_server.url, "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"), "METRICS_PORT": "-1"}
-    telemetry, info = start_service("telemetry", {**common, "SHUTDOWN_GRACE_S": "1"}, tmp, timeout=60)
+    common = {"AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"), "METRICS_PORT": "-1"}
+    telemetry, info = start_service(
+        "telemetry",
+        {**common, **nats_server.service_settings("telemetry"), "SHUTDOWN_GRACE_S": "1"},
+        tmp,
+        timeout=60,
+    )
     receiver = f"127.0.0.1:{info['grpc_port']}"
     try:
         gateways: Iterator[Gateway] = start_gateway(

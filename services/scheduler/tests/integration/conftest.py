@@ -91,6 +91,7 @@ class Harness:
         ready.unlink(missing_ok=True)
         settings = SchedulerSettings(
             nats_url=self.nats.url,
+            nats_creds_file=self.nats.creds("scheduler"),
             auth_public_key_file=self.tmp / "public.pem",
             service_token_file=self.tmp / "svc.token",
             metrics_port=-1,
@@ -154,7 +155,7 @@ class Harness:
 
     async def run_event(self, job: job_pb2.Job, to_state, failure_class=0, attempt=None, message=""):
         """Publish what the trainer publishes when its run changes state."""
-        nc = await events.connect(self.nats.url, "fake-trainer")
+        nc = await events.connect(self.nats.url, "fake-trainer", **self.nats.client_options("trainer"))
         try:
             pub = events.EventPublisher(nc.jetstream(), source="//mlmesh/trainer")
             e = events_pb2.RunStateChanged(
@@ -185,6 +186,7 @@ def command_spec(name="prep", workers=1, gpus=1, **kw) -> job_pb2.JobSpec:
 async def harness(tmp_path: Path):
     nats = NatsServer(tmp_path / "nats")
     nats.start()
+    nats.bootstrap()
     trainer = FakeTrainer()
     server = grpc.aio.server()
     trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(trainer, server)

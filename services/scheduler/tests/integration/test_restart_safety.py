@@ -35,13 +35,13 @@ GPUS_PER_NODE = 8
 
 
 class Proc:
-    def __init__(self, tmp: Path, name: str, nats_url: str):
+    def __init__(self, tmp: Path, name: str, nats: NatsServer):
         self.ready = tmp / f"{name}.ready.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
         p = "MLMESH_SCHEDULER_"
         env.update(
             {
-                p + "NATS_URL": nats_url,
+                **{p + k: v for k, v in nats.service_settings("scheduler").items()},
                 p + "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
                 p + "INVENTORY_FILE": str(tmp / "nodes.json"),
                 p + "READY_FILE": str(self.ready),
@@ -118,8 +118,8 @@ def _open_queues(stub, admin: str):
         stub.UpdateQueue(req, metadata=md, timeout=10)
 
 
-async def _kv_jobs(url: str) -> dict[str, job_pb2.Job]:
-    nc = await events.connect(url, "checker")
+async def _kv_jobs(nats: NatsServer) -> dict[str, job_pb2.Job]:
+    nc = await events.connect(nats.url, "checker", **nats.client_options())
     try:
         repo = await KvRepository.open(nc.jetstream(), "jobs", job_pb2.Job)
         return {k: (await repo.get(k)).value for k in await repo.keys()}
@@ -127,9 +127,9 @@ async def _kv_jobs(url: str) -> dict[str, job_pb2.Job]:
         await nc.close()
 
 
-async def _admitted_events(url: str) -> Counter:
+async def _admitted_events(nats: NatsServer) -> Counter:
     """How many distinct ADMITTED events each job got on the stream (after JetStream de-dup)."""
-    nc = await events.connect(url, "checker")
+    nc = await events.connect(nats.url, "checker", **nats.client_options())
     try:
         js = nc.jetstream()
         sub = await js.subscribe("mlmesh.jobs.*.*.state", ordered_consumer=True)
@@ -180,7 +180,7 @@ def _check_invariants(jobs: dict[str, job_pb2.Job]) -> None:
 async def test_kill_9_mid_admission_loses_nothing_and_double_books_nothing(cluster):
     tmp, nats, private, procs = cluster
     admin = mint_token(private, subject="admin", team="platform", roles=["admin"])
-    first = Proc(tmp, "s1", nats.url)
+    first = Proc(tmp, "s1", nats)
     procs.append(first)
     channel, stub = _stub(first.port())
     _setup_queues(stub, admin, gpus=0)  # nothing is admitted until the queues open
@@ -195,7 +195,7 @@ async def test_kill_9_mid_admission_loses_nothing_and_double_books_nothing(clust
         submitted.append(reply.job.meta.id)
     # Open the queues, and kill -9 the scheduler on its third admission event: mid-admission
     # (a cycle admits 5 jobs at most, and there are ~29 to admit).
-    nc = await events.connect(nats.url, "killer")
+    nc = await events.connect(nats.url, "killer", **nats.client_options())
     seen = asyncio.Event()
     count = 0
 
@@ -212,11 +212,11 @@ async def test_kill_9_mid_admission_loses_nothing_and_double_books_nothing(clust
     await asyncio.wait_for(seen.wait(), 20)
     first.stop(signal.SIGKILL)
     await nc.close()
-    at_kill = await _kv_jobs(nats.url)
+    at_kill = await _kv_jobs(nats)
     _check_invariants(at_kill)
     admitted_at_kill = sum(j.status.state == S.JOB_STATE_ADMITTED for j in at_kill.values())
 
-    second = Proc(tmp, "s2", nats.url)
+    second = Proc(tmp, "s2", nats)
     procs.append(second)
     second.port()
     # The new replica waits out the dead one's lease, then carries on from KV until every queue is
@@ -224,7 +224,7 @@ async def test_kill_9_mid_admission_loses_nothing_and_double_books_nothing(clust
     # and that job still pending.
     deadline = time.monotonic() + 40
     while True:
-        jobs = await _kv_jobs(nats.url)
+        jobs = await _kv_jobs(nats)
         if _settled(jobs):
             break
         assert time.monotonic() < deadline, "the restarted scheduler did not finish admission"
@@ -232,7 +232,7 @@ async def test_kill_9_mid_admission_loses_nothing_and_double_books_nothing(clust
     assert set(submitted) <= set(jobs), "a submitted job was lost"
     _check_invariants(jobs)
     assert sum(j.status.state == S.JOB_STATE_ADMITTED for j in jobs.values()) > admitted_at_kill
-    events_per_admission = await _admitted_events(nats.url)
+    events_per_admission = await _admitted_events(nats)
     assert events_per_admission and max(events_per_admission.values()) == 1
 
 
@@ -240,7 +240,7 @@ async def test_two_replicas_one_acts_and_the_other_takes_over(cluster):
     tmp, nats, private, procs = cluster
     admin = mint_token(private, subject="admin", team="platform", roles=["admin"])
     dev = mint_token(private, subject="u", team="team-a", roles=["developer"])
-    a, b = Proc(tmp, "ra", nats.url), Proc(tmp, "rb", nats.url)
+    a, b = Proc(tmp, "ra", nats), Proc(tmp, "rb", nats)
     procs += [a, b]
     ch_a, stub_a = _stub(a.port())
     ch_b, stub_b = _stub(b.port())
@@ -251,7 +251,7 @@ async def test_two_replicas_one_acts_and_the_other_takes_over(cluster):
     while stub_a.GetJob(api.GetJobRequest(job_id=job.meta.id), metadata=md).job.status.state != S.JOB_STATE_ADMITTED:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    leader = json.loads(await _lease_holder(nats.url))["holder"]
+    leader = json.loads(await _lease_holder(nats))["holder"]
     assert leader in ("ra", "rb")
     survivor_stub = stub_b if leader == "ra" else stub_a
     (a if leader == "ra" else b).stop(signal.SIGKILL)
@@ -262,13 +262,13 @@ async def test_two_replicas_one_acts_and_the_other_takes_over(cluster):
     ):
         assert time.monotonic() < deadline, "the surviving replica never took over"
         await asyncio.sleep(0.05)
-    assert json.loads(await _lease_holder(nats.url))["holder"] != leader
+    assert json.loads(await _lease_holder(nats))["holder"] != leader
     ch_a.close()
     ch_b.close()
 
 
-async def _lease_holder(url: str) -> str:
-    nc = await events.connect(url, "checker")
+async def _lease_holder(nats: NatsServer) -> str:
+    nc = await events.connect(nats.url, "checker", **nats.client_options())
     try:
         repo = await KvRepository.open(nc.jetstream(), "scheduler_lease", wrappers_pb2.StringValue)
         return (await repo.get("leader")).value.value

@@ -34,7 +34,7 @@ def _violations(err: grpc.aio.AioRpcError) -> set[str]:
 
 async def _collect_state_events(h, team: str, into: list):
     """Subscribe before submitting: admission can be faster than a subscription made afterwards."""
-    nc = await events.connect(h.nats.url, "test-sub")
+    nc = await events.connect(h.nats.url, "test-sub", **h.nats.client_options())
 
     async def cb(msg):
         into.append((dict(msg.headers or {}), events.decode_event(msg, events_pb2.JobStateChanged).data))
@@ -393,7 +393,7 @@ async def test_queue_admin_and_priority_classes(harness):
 async def _node_event(h, node_id: str, to_state: int, incarnation: int = 1, at=None):
     from mlmesh.api.fabric.v1 import node_pb2
 
-    nc = await events.connect(h.nats.url, "fake-fabric")
+    nc = await events.connect(h.nats.url, "fake-fabric", **h.nats.client_options("fabric"))
     try:
         pub = events.EventPublisher(nc.jetstream(), source="//mlmesh/fabric")
         e = events_pb2.NodeStateChanged(

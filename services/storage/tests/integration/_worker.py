@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,9 @@ HOT, WARM = artifact_pb2.STORAGE_TIER_HOT, artifact_pb2.STORAGE_TIER_WARM
 
 async def main(argv: list[str], spec: dict[str, str] | None) -> None:
     op, url, bucket, hot, warm, target, arg = argv
-    nc = await events.connect(url, "storage-worker")
+    nc = await events.connect(
+        url, "storage-worker", **events.identity_options("admin", os.environ["MLMESH_TEST_NATS_CREDS"])
+    )
     try:
         catalog = Catalog(await KvRepository.open(nc.jetstream(), bucket, artifact_pb2.Artifact, "artifact"))
         tiers = {HOT: FsTier(Path(hot), HOT), WARM: FsTier(Path(warm), WARM)}

@@ -28,7 +28,8 @@ HERE = Path(__file__).parent
 
 @pytest.fixture
 async def nc(nats_server):
-    conn = await events.connect(nats_server.url, "storage-test")
+    # Ad-hoc buckets per test: the operator's credentials (the storage identity owns only its own).
+    conn = await events.connect(nats_server.url, "storage-test", **nats_server.client_options())
     try:
         yield conn
     finally:

@@ -27,9 +27,9 @@ COMMIT_CRASHES = [s for s in COMMIT_STEPS] + ["blob_placed:2", "hashed:3"]
 MOVE_CRASHES = ["validated_never", *MOVE_STEPS, "sidecar_written", "blob_renamed"]
 
 
-def run_worker(nats_url, bucket, dirs, crash, *args) -> subprocess.CompletedProcess:
-    env = worker_env(MLMESH_STORAGE_CRASH_AT=crash)
-    cmd = worker_cmd(args[0], nats_url, bucket, str(dirs["hot"]), str(dirs["warm"]), *args[1:])
+def run_worker(nats, bucket, dirs, crash, *args) -> subprocess.CompletedProcess:
+    env = worker_env(MLMESH_STORAGE_CRASH_AT=crash, MLMESH_TEST_NATS_CREDS=str(nats.creds("admin")))
+    cmd = worker_cmd(args[0], nats.url, bucket, str(dirs["hot"]), str(dirs["warm"]), *args[1:])
     return subprocess.run(cmd, env=env, capture_output=True, timeout=90)
 
 
@@ -49,7 +49,7 @@ async def test_crash_during_commit(crash, nats_server, catalog, bucket, dirs, tm
     spec = tmp_path / "new.json"
     spec.write_text(json.dumps({p: d.hex() for p, d in NEW.items()}))
 
-    proc = run_worker(nats_server.url, bucket, dirs, crash, "commit", "new", str(spec))
+    proc = run_worker(nats_server, bucket, dirs, crash, "commit", "new", str(spec))
     assert proc.returncode == CRASH_EXIT_CODE, proc.stderr.decode()[-2000:]
 
     ids = {a.meta.id for a in await catalog.snapshot()}
@@ -77,7 +77,7 @@ async def test_crash_during_tier_move(crash, nats_server, catalog, bucket, dirs)
     await core.commit("a", draft(), stage(core, "a", OLD))
     await core.commit("b", draft(), stage(core, "b", {"shared.bin": OLD["model.bin"]}))
 
-    proc = run_worker(nats_server.url, bucket, dirs, crash, "move", "a", str(WARM))
+    proc = run_worker(nats_server, bucket, dirs, crash, "move", "a", str(WARM))
     if crash == "validated_never":
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     else:

@@ -84,9 +84,13 @@ async def reg(nats_server, tmp_path: Path):
     private, public = generate_signing_key()
     write_secret(tmp_path / "public.pem", public)
     settings = StorageSettings(
-        nats_url=nats_server.url, auth_public_key_file=tmp_path / "public.pem", grpc_port=0, metrics_port=-1
+        nats_url=nats_server.url,
+        nats_creds_file=nats_server.creds("storage"),
+        auth_public_key_file=tmp_path / "public.pem",
+        grpc_port=0,
+        metrics_port=-1,
     )
-    nc = await events.connect(nats_server.url, name="test-model-registry")
+    nc = await events.connect(nats_server.url, name="test-model-registry", **nats_server.client_options("storage"))
     js = nc.jetstream()
     await events.ensure_streams(js)
     store = await RegistryStore.open(js)

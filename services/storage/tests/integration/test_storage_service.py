@@ -38,7 +38,7 @@ class Service:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
         env.update(
             {
-                p + "NATS_URL": nats.url,
+                **{p + k: v for k, v in nats.service_settings("storage").items()},
                 p + "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
                 p + "READY_FILE": str(ready),
                 p + "METRICS_PORT": "-1",
@@ -240,7 +240,7 @@ async def test_expired_upload_sessions_are_listed_and_refused(nats_server):
     from mlmesh.common.errors import NotFound
     from mlmesh.storage.uploads import Session, Sessions
 
-    nc = await events.connect(nats_server.url, "sessions-test")
+    nc = await events.connect(nats_server.url, "sessions-test", **nats_server.client_options())
     try:
         sessions = await Sessions.open(nc.jetstream())
         old = Session(

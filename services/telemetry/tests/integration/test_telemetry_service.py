@@ -51,9 +51,12 @@ rules:
 """
 
 
+_IDENTITIES = {"MLMESH_TELEMETRY_": "telemetry", "MLMESH_FABRIC_": "fabric", "MLMESH_AGENT_": "fabric-agent"}
+
+
 class Mesh:
-    def __init__(self, tmp: Path, nats_url: str):
-        self.tmp, self.nats_url = tmp, nats_url
+    def __init__(self, tmp: Path, nats: NatsServer):
+        self.tmp, self.nats, self.nats_url = tmp, nats, nats.url
         private, public = generate_signing_key()
         write_secret(tmp / "public.pem", public)
         write_secret(tmp / "svc.token", mint_token(private, subject="service:x", team="platform", roles=["service"]))
@@ -70,6 +73,7 @@ class Mesh:
         env.update(
             {
                 f"{prefix}NATS_URL": self.nats_url,
+                f"{prefix}NATS_CREDS_FILE": str(self.nats.creds(_IDENTITIES[prefix])),
                 f"{prefix}AUTH_PUBLIC_KEY_FILE": str(self.tmp / "public.pem"),
                 f"{prefix}SERVICE_TOKEN_FILE": str(self.tmp / "svc.token"),
                 f"{prefix}READY_FILE": str(ready),
@@ -125,7 +129,8 @@ def md(token: str):
 def mesh(tmp_path: Path):
     server = NatsServer(tmp_path / "nats")
     server.start()
-    m = Mesh(tmp_path, server.url)
+    server.bootstrap()
+    m = Mesh(tmp_path, server)
     try:
         yield m
     finally:
@@ -146,8 +151,8 @@ def _wait(predicate, timeout: float, what: str):
 class AlertListener:
     """A plain NATS subscriber on mlmesh.alerts.> (what a pager integration would be)."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, nats: NatsServer):
+        self.url, self.creds = nats.url, str(nats.creds("admin"))
         self.received: list[tuple[str, str, events_pb2.AlertFired]] = []
         self.loop = asyncio.new_event_loop()
 
@@ -156,7 +161,7 @@ class AlertListener:
         return self
 
     async def _start(self):
-        self.nc = await nats.connect(self.url)
+        self.nc = await nats.connect(self.url, user_credentials=self.creds)
 
         async def on_msg(msg):
             kind = msg.headers.get("ce-type", "")
@@ -216,7 +221,7 @@ def test_node_alert_fires_and_resolves_exactly_once_across_a_telemetry_restart(m
             time.sleep(0.2)
         raise AssertionError(f"node-1 (ready, not_ready) = {got}, wanted {want}")
 
-    with AlertListener(mesh.nats_url) as listener:
+    with AlertListener(mesh.nats) as listener:
         listener.pump(1.0)
         node_gauges((1.0, 0.0))
         assert listener.received == [], "a Ready node must not alert"
@@ -283,9 +288,9 @@ def _stamp(seconds: float) -> Timestamp:
     return out
 
 
-async def _publish_job_history(url: str, t0: float) -> None:
+async def _publish_job_history(server: NatsServer, t0: float) -> None:
     """The events a scheduler and a trainer publish for two teams' jobs (JobStateChanged, JobProgress)."""
-    nc = await events.connect(url, "test-producer")
+    nc = await events.connect(server.url, "test-producer", **server.client_options())
     try:
         js = nc.jetstream()
         await events.ensure_streams(js)
@@ -324,7 +329,7 @@ def _usage(stub, token: str, team: str = "") -> api.GetUsageResponse:
 def test_usage_series_and_metrics_are_built_from_the_streams_and_rebuilt_after_restart(mesh: Mesh):
     t0 = time.time() - 3 * 3600
     mesh.start_telemetry()
-    asyncio.run(_publish_job_history(mesh.nats_url, t0))
+    asyncio.run(_publish_job_history(mesh.nats, t0))
     stub = mesh.stub()
 
     def team_a():
@@ -408,6 +413,7 @@ def test_bad_rules_file_stops_startup_with_the_field_named(mesh: Mesh, tmp_path:
     env.update(
         {
             "MLMESH_TELEMETRY_NATS_URL": mesh.nats_url,
+            "MLMESH_TELEMETRY_NATS_CREDS_FILE": str(mesh.nats.creds("telemetry")),
             "MLMESH_TELEMETRY_AUTH_PUBLIC_KEY_FILE": str(mesh.tmp / "public.pem"),
             "MLMESH_TELEMETRY_ALERT_RULES_FILE": str(tmp_path / "bad.yaml"),
             "MLMESH_TELEMETRY_METRICS_PORT": "-1",

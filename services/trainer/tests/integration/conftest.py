@@ -113,7 +113,7 @@ class Services:
     def _start(self, name: str, extra: dict[str, str], *, module: str = "", args: tuple[str, ...] = ()) -> str:
         """Start `python -m mlmesh.<module or name> *args` with MLMESH_<NAME>_* settings; its address."""
         settings = {
-            "NATS_URL": self.nats.url,
+            **self.nats.service_settings(module or name),
             "AUTH_PUBLIC_KEY_FILE": str(self.tmp / "public.pem"),
             "METRICS_PORT": "-1",
             **extra,

@@ -24,20 +24,24 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+# The names live with every other subject, stream and bucket (the NATS permissions read them there);
+# the anchors bucket's key is anchor_key(service, instance) and its value an Anchor.
+from mlmesh.common.contracts import (  # noqa: F401 (re-exported)
+    AUDIT_ANCHORS,
+    AUDIT_OWNER,
+    AUDIT_STREAM,
+    AUDIT_SUBJECTS,
+    audit_subject,
+    service_audit_subjects,
+    subject_token,
+)
 from mlmesh.common.errors import InvalidArgument
-from mlmesh.common.events import subject_token
 
 DAY_S = 24 * 3600.0
 
 # --- contracts ----------------------------------------------------------------------------------
-AUDIT_STREAM = "MLMESH_AUDIT"
-AUDIT_SUBJECTS = ("mlmesh.audit.>",)
 AUDIT_MAX_AGE_S = 365 * DAY_S
 AUDIT_DUPLICATE_WINDOW_S = 120.0  # a publish retried after a lost ack is stored once
-AUDIT_ANCHORS = "audit_anchors"  # KV bucket: key = anchor_key(service, instance), value = an Anchor
-# Creates and updates the stream and the bucket, and reads them (ListAuditRecords, VerifyAuditLog);
-# every other identity only publishes its own chains and writes its own anchors.
-AUDIT_OWNER = "telemetry"
 
 FORMAT = 1
 GENESIS = "0" * 64  # prev_hash of a chain's first record
@@ -47,15 +51,6 @@ RPC, DROPPED_MARK, FORKED_MARK = "rpc", "dropped", "forked"  # record kinds
 def new_instance() -> str:
     """A short random id for one publishing process (one chain)."""
     return secrets.token_hex(4)
-
-
-def audit_subject(service: str, instance: str) -> str:
-    return f"mlmesh.audit.{subject_token(service, 'service')}.{subject_token(instance, 'instance')}"
-
-
-def service_audit_subjects(service: str) -> str:
-    """Every chain of one service (a reader's filter, or a publish permission)."""
-    return f"mlmesh.audit.{subject_token(service, 'service')}.*"
 
 
 def anchor_key(service: str, instance: str) -> str:

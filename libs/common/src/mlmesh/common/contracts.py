@@ -25,7 +25,12 @@ GATEWAY = "gateway"
 TELEMETRY = "telemetry"
 SERVICE_IDENTITIES = (SCHEDULER, FABRIC, AGENT, STORAGE, TRAINER, WORKER, GATEWAY, TELEMETRY)
 
-ANY = "*"  # one whole token in a subscription or permission pattern
+
+class _Wildcard(str):
+    """A pattern token; a plain "*" passed as an id is refused, so no id can widen a subject."""
+
+
+ANY = _Wildcard("*")  # one whole token in a subscription or permission pattern
 DAY_S = 24 * 3600.0
 
 _TOKEN = re.compile(r"^[a-z0-9_-]{1,128}$")
@@ -48,7 +53,7 @@ def subject_token(value: str, field_name: str = "id") -> str:
 
 def _join(*tokens: str) -> str:
     for t in tokens:  # `*` is a pattern token; anything else must be one plain token
-        if t != ANY and not _SAFE_TOKEN.fullmatch(t or ""):
+        if not isinstance(t, _Wildcard) and not _SAFE_TOKEN.fullmatch(t or ""):
             raise InvalidArgument.field("subject", f"bad subject token {t!r}")
     return ".".join(("mlmesh", *tokens))
 
@@ -111,12 +116,22 @@ def worker_report_subject(run: str, kind: str) -> str:
     return _join("trainer", "runs", run, kind)
 
 
+def audit_subject(service: str, instance: str) -> str:
+    """One process's audit chain (`mlmesh.common.audit`)."""
+    return _join("audit", subject_token(service, "service"), subject_token(instance, "instance"))
+
+
+def service_audit_subjects(service: str) -> str:
+    """Every chain of one service (a reader's filter, or a publish permission)."""
+    return _join("audit", subject_token(service, "service"), ANY)
+
+
 # --- streams ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
     subjects: tuple[str, ...]
-    owner: str
+    owner: str = ""  # "": the operator's (e.g. a test's own stream)
     max_age_s: float = 7 * DAY_S
 
 
@@ -226,6 +241,15 @@ READS_STREAMS: dict[str, tuple[str, ...]] = {
     GATEWAY: (MODELS_STREAM.name,),
     TELEMETRY: tuple(s.name for s in STREAMS),
 }
+
+
+# The audit log: its own stream (deny delete and purge; created by `audit.ensure_audit_stream`, not
+# with STREAMS) and anchors bucket, owned by telemetry; every other identity publishes its own
+# chains and writes its own anchors (keys `<service>.<instance>`).
+AUDIT_STREAM = "MLMESH_AUDIT"
+AUDIT_SUBJECTS = ("mlmesh.audit.>",)
+AUDIT_ANCHORS = "audit_anchors"
+AUDIT_OWNER = TELEMETRY
 
 
 def streams_owned_by(identity: str) -> tuple[StreamSpec, ...]:

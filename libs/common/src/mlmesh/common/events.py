@@ -127,6 +127,19 @@ async def ensure_streams(js: JetStreamContext, streams: tuple[StreamSpec, ...] =
             await js.add_stream(config)
 
 
+async def ensure_bus(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create every platform stream and KV bucket (the operator's bootstrap, before the services
+    start): a service's identity creates only what it owns, so one that reads another's bucket
+    would otherwise have to wait for the owner to start."""
+    from mlmesh.common import audit, kv  # neither imports events; keep it that way
+
+    kv.BUCKET_REPLICAS = replicas
+    await ensure_streams(js, STREAMS, replicas=replicas)
+    for spec in contracts.BUCKETS:
+        await kv.open_bucket(js, spec.name)
+    await audit.ensure_audit_stream(js, replicas)
+
+
 @dataclass
 class Event(Generic[M]):
     """A received event: its CloudEvents attributes, decoded data and the raw message."""

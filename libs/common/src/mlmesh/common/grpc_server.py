@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from mlmesh.common import events, kv
+from mlmesh.common import contracts, events, kv
 from mlmesh.common.audit_interceptor import AuditInterceptor
 from mlmesh.common.audit_log import AuditLog
 from mlmesh.common.auth import TokenVerifier
@@ -152,7 +152,12 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
         loop.add_signal_handler(sig, stop.set)
 
     connecting = asyncio.ensure_future(
-        events.connect(settings.nats_url, name=f"mlmesh-{name}", timeout_s=settings.nats_connect_timeout_s)
+        events.connect(
+            settings.nats_url,
+            name=f"mlmesh-{name}",
+            timeout_s=settings.nats_connect_timeout_s,
+            **events.identity_options(name, settings.nats_creds_file),
+        )
     )
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -167,7 +172,7 @@ async def serve(settings: ServiceSettings, register: Register, stop: asyncio.Eve
         raise StartupError(exc.message) from None
     js = nc.jetstream()
     kv.BUCKET_REPLICAS = settings.stream_replicas
-    await events.ensure_streams(js, replicas=settings.stream_replicas)
+    await events.ensure_streams(js, contracts.streams_owned_by(name), replicas=settings.stream_replicas)
 
     audit_log = AuditLog(name, replicas=settings.stream_replicas)
     await audit_log.start(js)

@@ -153,8 +153,8 @@ class NatsTrust:
         limits.memory_storage = limits.disk_storage = limits.streams = limits.consumer = UNLIMITED  # JetStream on
         # nats-jwt serializes its SigningKeys set as a JSON object; the server reads a list.
         claims.nats.signing_keys = [self.public_key("account_signing")]
-        for key, at in self.revocations.items():
-            claims.nats.revocations[key] = at
+        # A plain dict: nats-jwt's RevocationList (a dict-derived dataclass) serializes as nothing.
+        claims.nats.revocations = dict(self.revocations)
         return claims.encode(self._kp("operator"))
 
     def server_config(self, resolver_dir: Path) -> str:

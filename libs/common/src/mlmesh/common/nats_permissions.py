@@ -59,11 +59,30 @@ def service_permissions(identity: str) -> Permissions:
     for spec in c.buckets_read_by(identity):
         pub += _read_stream(c.kv_stream(spec.name))
         jetstream = True
+    audit = _audit(identity)
+    pub += audit
+    jetstream = jetstream or bool(audit)
     if jetstream:
         # Stream lookup by subject (nats-py's subscribe), account info, and push-consumer flow control.
         pub += [f"{JS}.INFO", f"{JS}.STREAM.NAMES", "$JS.FC.>"]
     sub = [f"{c.inbox_prefix(identity)}.>", *c.SUBSCRIBES.get(identity, ())]
     return Permissions(pub_allow=_unique(pub), sub_allow=_unique(sub), pub_deny=DESTRUCTIVE)
+
+
+def _audit(identity: str) -> list[str]:
+    """Every identity with an API publishes its own audit chains and anchors; telemetry owns both."""
+    if identity == c.WORKER:
+        return []
+    anchors = c.kv_stream(c.AUDIT_ANCHORS)
+    if identity == c.AUDIT_OWNER:
+        return [*_own_stream(c.AUDIT_STREAM), *_own_stream(anchors), "mlmesh.audit.>", f"$KV.{c.AUDIT_ANCHORS}.>"]
+    return [
+        c.service_audit_subjects(identity),
+        f"$KV.{c.AUDIT_ANCHORS}.{identity}.*",
+        f"{JS}.STREAM.INFO.{anchors}",
+        # Its chain's last record after a lost ack (a read of the audit stream, no write).
+        f"{JS}.STREAM.MSG.GET.{c.AUDIT_STREAM}",
+    ]
 
 
 def team_permissions(team: str) -> Permissions:

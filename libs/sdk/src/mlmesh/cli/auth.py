@@ -71,7 +71,7 @@ def _default_subject() -> str:
         return ""
 
 
-def _signing_key(auth_dir: Path) -> bytes:
+def signing_key(auth_dir: Path) -> bytes:
     path = auth_dir / "signing_key.pem"
     if not path.is_file():
         # One line: scripts capture it. `mlmesh up` makes the key of a local mesh.
@@ -119,7 +119,7 @@ def token(
     subject = subject if subject is not None else _default_subject()
     if not _SUBJECT.fullmatch(subject):
         raise CliError(f"--subject {subject!r}: 1-128 characters of [A-Za-z0-9_.@+-]", exit_code=2)
-    key = _signing_key(auth_dir)
+    key = signing_key(auth_dir)
     now = time.time()
     try:
         signed = mint_token(key, subject=subject, team=team, roles=roles, ttl_s=ttl_s, now=now)

@@ -51,6 +51,17 @@ def _memory(text: str, flag: str = "--memory") -> int:
         raise CliError(f"{flag}: {exc}", exit_code=2) from None
 
 
+def quota_spec(
+    team: str, gpus: int, cpu: str | None, memory: str | None, *, default: bool = True
+) -> queue_pb2.QueueSpec:
+    """A queue's spec with its nominal quota; CPU and memory not limited when not given."""
+    spec = queue_pb2.QueueSpec(team=team, team_default=default)
+    spec.nominal_quota.gpus = gpus
+    spec.nominal_quota.cpu_millis = _cpu(cpu) if cpu is not None else UNLIMITED_CPU_MILLIS
+    spec.nominal_quota.memory_bytes = _memory(memory) if memory is not None else UNLIMITED_MEMORY_BYTES
+    return spec
+
+
 def _print_queue(q: queue_pb2.Queue) -> None:
     _table([q])
 
@@ -151,11 +162,9 @@ def create_queue(
     timeout: TimeoutOpt = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Create a queue (admin)."""
-    spec = queue_pb2.QueueSpec(team=team, team_default=default, weight=weight or 0.0)
+    spec = quota_spec(team, gpus, cpu, memory, default=default)
+    spec.weight = weight or 0.0
     spec.default_priority_class = priority_class or ""
-    spec.nominal_quota.gpus = gpus
-    spec.nominal_quota.cpu_millis = _cpu(cpu) if cpu is not None else UNLIMITED_CPU_MILLIS
-    spec.nominal_quota.memory_bytes = _memory(memory) if memory is not None else UNLIMITED_MEMORY_BYTES
     spec.borrowing_limit.gpus = borrow_gpus or 0
     spec.borrowing_limit.cpu_millis = _cpu(borrow_cpu, "--borrow-cpu") if borrow_cpu is not None else 0
     spec.borrowing_limit.memory_bytes = _memory(borrow_memory, "--borrow-memory") if borrow_memory is not None else 0

@@ -31,13 +31,20 @@ from pathlib import Path
 
 import grpc
 
-from mlmesh.api.scheduler.v1 import job_pb2, queue_pb2, scheduler_service_pb2_grpc
+from mlmesh.api.scheduler.v1 import (
+    job_pb2,
+    queue_pb2,
+    scheduler_service_pb2_grpc,
+    team_access_service_pb2,
+    team_access_service_pb2_grpc,
+)
 from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as sched
 from mlmesh.cli import jobs as jobs_cli
 from mlmesh.cli.jobs import TERMINAL
 from mlmesh.cli.output import CliError
-from mlmesh.common import contracts
+from mlmesh.common import contracts, nats_permissions
 from mlmesh.common.auth import mint_token
+from mlmesh.common.nats_auth import write_secret
 from mlmesh.local import mesh
 from mlmesh.local.errors import InfraError
 from mlmesh.sdk.client import Client, RpcFailure
@@ -74,8 +81,8 @@ class Recorded:
 class EventRecorder:
     """Subscribes to `mlmesh.jobs.<team>.>` on its own thread and loop, keeping every message."""
 
-    def __init__(self, nats_url: str, team: str):
-        self.nats_url, self.team = nats_url, team
+    def __init__(self, nats_url: str, team: str, creds_file: str):
+        self.nats_url, self.team, self.creds_file = nats_url, team, creds_file
         self.events: list[Recorded] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -90,7 +97,12 @@ class EventRecorder:
     async def _subscribe(self) -> None:
         import nats
 
-        self._nc = await nats.connect(self.nats_url, name="mlmesh-demo")
+        self._nc = await nats.connect(
+            self.nats_url,
+            name="mlmesh-demo",
+            user_credentials=self.creds_file,
+            inbox_prefix=contracts.inbox_prefix(nats_permissions.team_identity(self.team)),
+        )
 
         async def on_msg(msg) -> None:
             try:
@@ -136,6 +148,18 @@ class Demo:
         signing = Path(auth["signing_key"]).read_bytes()
         self.token = mint_token(signing, subject="demo-user", team=TEAM, roles=["developer"], ttl_s=3 * 3600)
         return self.endpoints
+
+    def event_credentials(self) -> str:
+        """The team's own event credentials, as a product team gets them (TeamAccessService)."""
+        ep = self.endpoints["services"]["scheduler"]["grpc"]
+        stub = team_access_service_pb2_grpc.TeamAccessServiceStub
+        with Client("scheduler", stub, endpoint=ep, token=self.token) as client:
+            reply = client.call(
+                client.stub.IssueEventCredentials, team_access_service_pb2.IssueEventCredentialsRequest()
+            )
+        path = self.root / f"{TEAM}.creds"
+        write_secret(path, reply.credentials)
+        return str(path)
 
     def scheduler(self, token: str) -> Client:
         ep = self.endpoints["services"]["scheduler"]["grpc"]
@@ -335,7 +359,7 @@ def run(root: Path = STATE_DIR, say: Say = print, keep: bool = False) -> dict:
     started = time.monotonic()
     try:
         demo.up()
-        recorder = EventRecorder(demo.endpoints["infra"]["nats"]["url"], TEAM).start()
+        recorder = EventRecorder(demo.endpoints["infra"]["nats"]["url"], TEAM, demo.event_credentials()).start()
         demo.create_queue()
         job = demo.submit()
         steps = demo.watch(job.meta.id, recorder)

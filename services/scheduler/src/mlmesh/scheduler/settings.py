@@ -23,3 +23,7 @@ class SchedulerSettings(ServiceSettings):
     lease_ttl_s: float = Field(default=6.0, ge=1)
     replica_id: str | None = Field(default=None, description="lease holder name; default host-pid")
     max_admissions_per_cycle: int = Field(default=5000, ge=1)
+    nats_account_signing_key_file: Path | None = Field(
+        default=None, description="nkey seed that signs teams' event credentials; unset = none issued"
+    )
+    nats_account: str = Field(default="", description="public key of the NATS account the credentials belong to")

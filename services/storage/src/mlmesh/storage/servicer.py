@@ -20,6 +20,7 @@ from google.protobuf import struct_pb2
 from mlmesh.api.events.v1 import events_pb2
 from mlmesh.api.storage.v1 import artifact_pb2, storage_service_pb2_grpc
 from mlmesh.api.storage.v1 import storage_service_pb2 as api
+from mlmesh.common import contracts
 from mlmesh.common.auth import ROLE_ADMIN, ROLE_DEVELOPER, Identity, current_identity
 from mlmesh.common.clock import duration_s, now_ts, ts_from_seconds
 from mlmesh.common.errors import InvalidArgument, NotFound, PermissionDenied, QuotaExceeded, TooLarge
@@ -32,7 +33,7 @@ from mlmesh.storage.uploads import Session, Sessions, progress, safe_relative, u
 
 log = logging.getLogger("mlmesh.storage.api")
 
-QUOTAS_BUCKET = "quotas"
+QUOTAS_BUCKET = contracts.STORAGE_QUOTAS
 MAX_FILES = 100_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -473,7 +474,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def _publish_committed(self, artifact: artifact_pb2.Artifact) -> None:
         await self.publisher.publish(
-            f"mlmesh.storage.artifacts.{artifact.meta.team}.{artifact.meta.id}.committed",
+            contracts.artifact_subject(artifact.meta.team, artifact.meta.id, "committed"),
             events_pb2.ArtifactCommitted(artifact=artifact),
             ce_subject=artifact.meta.id,
             event_id=f"{artifact.meta.id}-committed",
@@ -481,7 +482,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def _publish_deleted(self, artifact_id: str, team: str, kind: int, job_id: str, reason: str) -> None:
         await self.publisher.publish(
-            f"mlmesh.storage.artifacts.{team}.{artifact_id}.deleted",
+            contracts.artifact_subject(team, artifact_id, "deleted"),
             events_pb2.ArtifactDeleted(
                 artifact_id=artifact_id, team=team, kind=kind, job_id=job_id, reason=reason, delete_time=now_ts()
             ),
@@ -491,7 +492,7 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
 
     async def publish_tier_change(self, artifact: artifact_pb2.Artifact, source: int, reason: str) -> None:
         await self.publisher.publish(
-            f"mlmesh.storage.artifacts.{artifact.meta.team}.{artifact.meta.id}.tier_changed",
+            contracts.artifact_subject(artifact.meta.team, artifact.meta.id, "tier_changed"),
             events_pb2.ArtifactTierChanged(
                 artifact_id=artifact.meta.id,
                 team=artifact.meta.team,

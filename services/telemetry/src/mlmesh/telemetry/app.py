@@ -13,6 +13,7 @@ from google.protobuf import wrappers_pb2
 from prometheus_client import REGISTRY
 
 from mlmesh.api.telemetry.v1 import telemetry_service_pb2, telemetry_service_pb2_grpc
+from mlmesh.common import contracts
 from mlmesh.common.errors import InvalidArgument
 from mlmesh.common.grpc_server import Runtime, StartupError
 from mlmesh.common.kv import KvRepository
@@ -51,7 +52,9 @@ async def register(runtime: Runtime) -> Iterable[str]:
     engine_box: list[AlertEngine] = []
     ingest = Ingest(runtime, agg, settings.history_s, on_alert_event=lambda a: engine_box[0].on_alert_event(a))
     scraper = Scraper(settings.targets(), interval_s=settings.scrape_interval_s, window_s=settings.latency_window_s)
-    lease_repo = await KvRepository.open(runtime.js, "telemetry_lease", wrappers_pb2.StringValue, "lease", history=1)
+    lease_repo = await KvRepository.open(
+        runtime.js, contracts.TELEMETRY_LEASE, wrappers_pb2.StringValue, "lease", history=1
+    )
     lease = Lease(lease_repo, settings.replica_id or f"{socket.gethostname()}-{os.getpid()}", settings.lease_ttl_s)
     engine = AlertEngine(rules, ingest, runtime.publisher, settings=settings, scraper=scraper, lease=lease)
     engine_box.append(engine)

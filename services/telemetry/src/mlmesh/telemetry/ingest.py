@@ -1,6 +1,6 @@
 """Event intake: every stream under `mlmesh.>` feeds the aggregates.
 
-The service keeps no state of its own (DESIGN §2): on start it replays each stream from
+The service keeps no state of its own (docs/architecture.md §2): on start it replays each stream from
 `history_s` ago through an ordered consumer, then follows it live. Heartbeats (one a second per
 node) are not replayed: a plain subscription gives the current samples, and the fabric's `nodes`
 bucket gives each node's current state. A job's checkpoint interval comes from the scheduler's

@@ -34,7 +34,7 @@ from mlmesh.trainer.domain import failures, runs
 from mlmesh.trainer.domain.failures import Failure
 from mlmesh.trainer.executors.base import LaunchSpec, RankLaunch, WorkerExit
 from mlmesh.trainer.settings import TrainerSettings
-from mlmesh.trainer.worker.config import OTLP_ENV, TOKEN_ENV, WorkerConfig
+from mlmesh.trainer.worker.config import NATS_CREDS_ENV, OTLP_ENV, TOKEN_ENV, WorkerConfig
 from mlmesh.trainer.worker.reporter import subject as report_subject
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class RunController:
         self.executor = executor
         self.storage = storage
         self.token = token
+        # Read once at start: a missing file is a configuration error, not a per-run failure.
+        creds_file = settings.worker_nats_creds_file
+        self.worker_nats_creds = creds_file.read_text() if creds_file else ""
         self.active: dict[str, ActiveRun] = {}
         self._sub = None
         self.work_dir = Path(settings.work_dir).resolve()
@@ -371,6 +374,8 @@ class ActiveRun:
             env["PYTHONSAFEPATH"] = "1"
             if self.c.storage is not None or self.c.settings.otlp_endpoint:
                 secret[TOKEN_ENV] = self.c.token
+            if self.c.worker_nats_creds:
+                secret[NATS_CREDS_ENV] = self.c.worker_nats_creds
             if not any(r.device_ids for r in ranks):
                 # CPU ranks share the host's cores; unbounded, every rank spawns one thread per core.
                 env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(ranks)))

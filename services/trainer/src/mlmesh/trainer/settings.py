@@ -18,6 +18,9 @@ class TrainerSettings(ServiceSettings):
     fabric_address: str | None = Field(default=None, description="host:port of the fabric, for GPU facts")
     work_dir: Path = Field(default=Path(".mlmesh/trainer"), description="run directories: configs, logs")
     executor: Literal["local", "agents", "kubernetes"] = "local"
+    worker_nats_creds_file: Path | None = Field(
+        default=None, description="NATS credentials handed to workers (the worker identity: reports only)"
+    )
     worker_python: str = Field(default=sys.executable, description="interpreter of local workers")
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     heartbeat_timeout_s: float = Field(default=15.0, gt=0, description="a rank silent this long is dead")

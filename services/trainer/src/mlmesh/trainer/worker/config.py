@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 TOKEN_ENV = "MLMESH_WORKER_TOKEN"
+# The worker identity's NATS credentials (file text): workers may only publish their reports.
+NATS_CREDS_ENV = "MLMESH_WORKER_NATS_CREDS"
 # Where the worker sends its spans (the trainer's own OTLP endpoint); unset: the worker records none.
 # The token (TOKEN_ENV) authenticates the export; TRACEPARENT names the run's span as the parent.
 OTLP_ENV = "MLMESH_WORKER_OTLP_ENDPOINT"

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
 
-from mlmesh.common.contracts import worker_report_subject
+from mlmesh.common.contracts import WORKER, inbox_prefix, worker_report_subject
+from mlmesh.trainer.worker.config import NATS_CREDS_ENV
 
 
 def subject(run_id: str, kind: str) -> str:
@@ -44,8 +46,15 @@ class Reporter:
             self._loop = loop
             try:
                 import nats
+                from nats.aio.client import RawCredentials
 
-                self._nc = loop.run_until_complete(nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1))
+                creds = os.environ.get(NATS_CREDS_ENV)
+                auth = {}
+                if creds:  # the worker identity: it may publish its reports, nothing else
+                    auth = {"user_credentials": RawCredentials(creds), "inbox_prefix": inbox_prefix(WORKER)}
+                self._nc = loop.run_until_complete(
+                    nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1, **auth)
+                )
             except BaseException as exc:  # reported to the caller below
                 errors.append(exc)
                 ready.set()
