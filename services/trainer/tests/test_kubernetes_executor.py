@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from mlmesh.common.errors import FailedPrecondition
+from mlmesh.trainer.executors.base import LaunchSpec, RankLaunch
 from mlmesh.trainer.executors.kubernetes import (
     COMPLETION_INDEX_FIELD,
     CONFIG_PATH,
@@ -25,17 +26,27 @@ from mlmesh.trainer.executors.kubernetes import (
     KUBERNETES_VERSION,
     KubernetesExecutor,
     KubernetesTarget,
+    is_secret_env,
     render_worker_manifests,
     resource_name,
     secret_manifest,
     validate_manifests,
 )
+from mlmesh.trainer.executors.kubernetes_group import KubernetesRunExecutor
+from mlmesh.trainer.settings import TrainerSettings
+from mlmesh.trainer.worker.config import NATS_CREDS_ENV, TOKEN_ENV
 
 pytestmark = pytest.mark.timeout(60)
 
 NS = "mlmesh"
 TOKEN = "tok-3f9a1c0e-very-secret-value"
 PASSWORD = "hunter2-not-in-any-manifest"
+# A .creds file's shape (nats_auth.creds_text); the seed is what must never be in a manifest.
+NATS_SEED = "SUAEXAMPLESEEDNOTINANYMANIFEST"
+NATS_CREDS = (
+    "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.sig\n------END NATS USER JWT------\n\n"
+    f"-----BEGIN USER NKEY SEED-----\n{NATS_SEED}\n------END USER NKEY SEED------\n"
+)
 CONFIG = json.dumps({"run_id": "run-1", "model": "builtin:tiny", "plan": {"zeroStage": 2}})
 LABELS = (
     "app.kubernetes.io/name",
@@ -268,6 +279,21 @@ def test_secret_env_is_referenced_never_inlined(use_jobset):
 
 
 @pytest.mark.parametrize("use_jobset", [True, False], ids=["jobset", "job"])
+def test_worker_nats_credentials_are_a_secret_by_name(use_jobset):
+    """Even passed as plain env, the workers' NATS credentials (a user JWT and its nkey seed) become a
+    reference into the run's Secret: the key names credentials."""
+    assert is_secret_env(NATS_CREDS_ENV)
+    docs = _render(use_jobset=use_jobset, run_id="run-7", env={NATS_CREDS_ENV: NATS_CREDS, "HF_HOME": "/tmp/hf"})
+    ref = _env(docs)[NATS_CREDS_ENV]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "mlmesh-run-run-7", "key": NATS_CREDS_ENV, "optional": False}
+    assert NATS_SEED not in yaml.safe_dump_all(docs)
+    # The multi-line credentials survive as one Secret value.
+    secret = secret_manifest("run-7", NS, {NATS_CREDS_ENV: NATS_CREDS})
+    assert yaml.safe_load(yaml.safe_dump(secret))["stringData"][NATS_CREDS_ENV] == NATS_CREDS
+    assert kubernetes_validate.validate(secret, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("use_jobset", [True, False], ids=["jobset", "job"])
 def test_long_and_unsafe_run_ids_give_short_dns_names(use_jobset):
     long_id = "Run_" + "a" * 120 + ".x"
     docs = _render(run_id=long_id, world_size=1000, use_jobset=use_jobset)
@@ -480,6 +506,40 @@ async def test_launch_applies_all_documents_and_stop_deletes_by_label(no_cluster
     assert "--grace-period=13" in argv and "--ignore-not-found" in argv
     assert argv[argv.index("--namespace") + 1] == NS
     assert "--kubeconfig=/etc/kube/config" in argv
+
+
+async def test_run_executor_hands_the_worker_nats_credentials_over_by_secret(fake_kubectl, tmp_path):
+    """The controller's path (LaunchSpec.secret_env, as ActiveRun builds it from the trainer's
+    WORKER_NATS_CREDS_FILE): the credentials reach the pods through the run's Secret alone."""
+    settings = TrainerSettings(auth_jwks_url="https://auth.example.com/jwks", kubeconfig="/k", kubernetes_namespace=NS)
+    config = tmp_path / "worker-config.json"
+    config.write_text(json.dumps({**json.loads(CONFIG), "team": "team-a"}))
+    spec = LaunchSpec(
+        run_id="run-5",
+        job_id="job-5",
+        launch_id=0,
+        world_size=2,
+        argv=["python", "-m", "mlmesh.trainer.worker", "--config", str(config)],
+        env={"PYTHONUNBUFFERED": "1", "MLMESH_NATS_URL": "nats://nats.mlmesh.svc:4222"},
+        ranks=[RankLaunch(0, 0), RankLaunch(1, 0)],
+        log_dir=tmp_path / "logs",
+        secret_env={TOKEN_ENV: TOKEN, NATS_CREDS_ENV: NATS_CREDS},
+    )
+    group = await KubernetesRunExecutor(settings).launch(spec)
+
+    applied = [d for d in yaml.safe_load_all((fake_kubectl / "apply.stdin").read_text()) if d]
+    assert applied[0]["kind"] == "Secret"
+    assert applied[0]["stringData"] == {TOKEN_ENV: TOKEN, NATS_CREDS_ENV: NATS_CREDS}
+    pod_env = {e["name"]: e for e in _container(applied[1:])["env"]}
+    for key in (TOKEN_ENV, NATS_CREDS_ENV):
+        assert pod_env[key]["valueFrom"]["secretKeyRef"]["name"] == applied[0]["metadata"]["name"]
+    assert pod_env["MLMESH_NATS_URL"]["value"] == "nats://nats.mlmesh.svc:4222"
+    assert NATS_SEED not in yaml.safe_dump_all(applied[1:])
+    written = "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.yaml"))
+    assert written and NATS_SEED not in written and TOKEN not in written
+    argv = (fake_kubectl / "apply.argv").read_text()
+    assert NATS_SEED not in argv
+    await group.terminate(0)
 
 
 async def test_job_mode_stop_and_plain_env(no_cluster, fake_kubectl, tmp_path):

@@ -81,7 +81,8 @@ RESERVED_ENV = frozenset(
     }
 )
 # An env key containing one of these (case-insensitive) is a secret: referenced, never inlined.
-SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "PRIVATE_KEY")
+# CREDS and NKEY: NATS credentials (MLMESH_WORKER_NATS_CREDS holds a user's nkey seed).
+SECRET_ENV_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDS", "NKEY", "API_KEY", "PRIVATE_KEY")
 
 # Room for JobSet's pod names, `<base>-workers-0-<index>-<5 random>`, within a 63-character DNS label.
 _MAX_BASE_NAME = 40
