@@ -38,8 +38,8 @@ async def _timed(op, n: int) -> list[float]:
     return samples
 
 
-async def run(url: str, ops: int) -> None:
-    nc = await events.connect(url, "bench")
+async def run(url: str, ops: int, creds: dict) -> None:
+    nc = await events.connect(url, "bench", **creds)
     js = nc.jetstream()
     await events.ensure_streams(js)
     msg = events_pb2.JobStateChanged(job_id="job-1", team="team-a", reason="Admitted", attempt=1)
@@ -78,7 +78,7 @@ def main() -> None:
         server = NatsServer(Path(tmp))
         server.start()
         try:
-            asyncio.run(run(server.url, args.ops))
+            asyncio.run(run(server.url, args.ops, server.client_options()))
         finally:
             server.stop()
 

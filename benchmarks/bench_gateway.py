@@ -102,7 +102,7 @@ def start_gateway(
     write_secret(tmp / "public.pem", public)
     token = mint_token(private, subject="bench", team=TEAM, roles=["developer"])
     settings = {
-        "NATS_URL": nats.url,
+        **nats.service_settings("gateway"),
         "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
         "METRICS_PORT": "-1",
         "HTTP_PORT": "0",
@@ -145,6 +145,7 @@ def cache_hits(requests: int) -> None:
     nats, triton, vk = NatsServer(tmp / "nats"), TritonServer(tmp / "triton"), ValkeyServer(tmp / "valkey")
     for server in (nats, triton, vk):
         server.start()
+    nats.bootstrap()
     gateway = None
     try:
         write_model(triton.model_repository, f"{TEAM}--{MODEL}")
@@ -191,6 +192,7 @@ def telemetry_cost(requests: int, concurrencies: list[int], rounds: int) -> None
     tmp = Path(tempfile.mkdtemp(prefix="mlmesh-bench-gwt-"))
     nats, triton = NatsServer(tmp / "nats"), TritonServer(tmp / "triton")
     nats.start()
+    nats.bootstrap()
     triton.start()
     procs: list[ManagedProcess] = []
     try:
@@ -203,7 +205,6 @@ def telemetry_cost(requests: int, concurrencies: list[int], rounds: int) -> None
         write_secret(tmp / "svc.token", mint_token(private, subject="service:gw", team="platform", roles=["service"]))
         token = mint_token(private, subject="bench", team=TEAM, roles=["developer"])
         common = {
-            "NATS_URL": nats.url,
             "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
             "SERVICE_TOKEN_FILE": str(tmp / "svc.token"),
             "LOG_LEVEL": "WARNING",
@@ -211,7 +212,12 @@ def telemetry_cost(requests: int, concurrencies: list[int], rounds: int) -> None
         gw_metrics = free_port()
         telemetry, tinfo = start_service(
             "telemetry",
-            {**common, "METRICS_PORT": "-1", "SCRAPE_TARGETS": f"http://127.0.0.1:{gw_metrics}/metrics"},
+            {
+                **common,
+                **nats.service_settings("telemetry"),
+                "METRICS_PORT": "-1",
+                "SCRAPE_TARGETS": f"http://127.0.0.1:{gw_metrics}/metrics",
+            },
             tmp,
         )
         procs.append(telemetry)
@@ -226,7 +232,11 @@ def telemetry_cost(requests: int, concurrencies: list[int], rounds: int) -> None
         urls, pids = {}, {}
         for i, (case, env) in enumerate(cases.items()):
             proc, info = start_service(
-                f"gateway-{i}", {**common, **backend, **env}, tmp, module="gateway", prefix="MLMESH_GATEWAY_"
+                f"gateway-{i}",
+                {**common, **nats.service_settings("gateway"), **backend, **env},
+                tmp,
+                module="gateway",
+                prefix="MLMESH_GATEWAY_",
             )
             procs.append(proc)
             urls[case] = f"127.0.0.1:{info['grpc_port']}"
@@ -296,6 +306,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mlmesh-bench-gw-"))
     nats, triton = NatsServer(tmp / "nats"), TritonServer(tmp / "triton")
     nats.start()
+    nats.bootstrap()
     triton.start()
     gateway = None
     try:

@@ -58,13 +58,13 @@ def _spec(i: int) -> job_pb2.JobSpec:
     return spec
 
 
-async def _scheduler_run(tmp: Path, nats_url: str, jobs: int, run: int, private: bytes) -> float:
+async def _scheduler_run(tmp: Path, nats: NatsServer, jobs: int, run: int, private: bytes) -> float:
     ready = tmp / f"ready{run}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
     p = "MLMESH_SCHEDULER_"
     env.update(
         {
-            p + "NATS_URL": nats_url,
+            **{p + k: v for k, v in nats.service_settings("scheduler").items()},
             p + "AUTH_PUBLIC_KEY_FILE": str(tmp / "public.pem"),
             p + "INVENTORY_FILE": str(tmp / "nodes.json"),
             p + "READY_FILE": str(ready),
@@ -118,8 +118,8 @@ async def _scheduler_run(tmp: Path, nats_url: str, jobs: int, run: int, private:
         proc.wait(30)
 
 
-async def _kv_baseline(nats_url: str, jobs: int, run: int) -> float:
-    nc = await events.connect(nats_url, "bench")
+async def _kv_baseline(nats: NatsServer, jobs: int, run: int) -> float:
+    nc = await events.connect(nats.url, "bench", **nats.client_options())
     repo = await KvRepository.open(nc.jetstream(), f"bench{run}", job_pb2.Job)
     sem = asyncio.Semaphore(INFLIGHT)
     job = job_pb2.Job()
@@ -148,9 +148,10 @@ async def main(jobs: int, runs: int) -> None:
             # A fresh server per run, so no run starts with another's jobs holding the GPUs.
             nats = NatsServer(tmp / f"nats{run}")
             nats.start()
+            nats.bootstrap()
             try:
-                base.append(await _kv_baseline(nats.url, jobs, run))
-                e2e.append(await _scheduler_run(tmp, nats.url, jobs, run, private))
+                base.append(await _kv_baseline(nats, jobs, run))
+                e2e.append(await _scheduler_run(tmp, nats, jobs, run, private))
             finally:
                 nats.stop()
     b, e = statistics.median(base), statistics.median(e2e)

@@ -115,7 +115,8 @@ async def main_async(args) -> None:
     base_dir = Path(tempfile.mkdtemp(prefix="mlmesh-bench-storage-", dir=args.dir))
     nats = NatsServer(base_dir / "nats")
     nats.start(timeout=60)
-    nc = await events.connect(nats.url, "bench-storage")
+    nats.bootstrap()
+    nc = await events.connect(nats.url, "bench-storage", **nats.client_options("storage"))
     try:
         core = await StorageCore.create(
             nc.jetstream(), base_dir / "hot", base_dir / "warm", grace_s=0.0, promote_on_read=False

@@ -13,6 +13,10 @@ six services with their own NATS identities):
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -289,3 +293,58 @@ async def _until(predicate, what: str, timeout: float = 15) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+def _cli(bus: Bus, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
+    env["MLMESH_STATE_DIR"] = str(bus.mesh.root)
+    if token:
+        env["MLMESH_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "mlmesh.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _onboard(bus: Bus, tmp_path: Path) -> tuple[dict, Path, str]:
+    made = _cli(bus, "teams", "create", "bus-new", "--cpu", "2", "--memory", "1Gi", "-o", str(tmp_path), "--json")
+    assert made.returncode == 0, made.stderr
+    out = json.loads(made.stdout)
+    token = Path(out["token_file"]).read_text().strip()
+    assert oct(Path(out["creds_file"]).stat().st_mode & 0o777) == "0o600"
+    queue = bus.scheduler.GetQueue(sched_api.GetQueueRequest(name="bus-new"), metadata=bearer(token), timeout=10)
+    assert queue.queue.spec.team == "bus-new" and queue.queue.spec.team_default
+    # The team's own token gets it fresh credentials.
+    fresh = tmp_path / "fresh.creds"
+    issued = _cli(bus, "events", "credentials", "-o", str(fresh), "--ttl", "1h", "--json", token=token)
+    assert issued.returncode == 0, issued.stderr
+    return out, fresh, json.loads(issued.stdout)["public_key"]
+
+
+async def test_onboarding_a_team_is_one_command_and_its_credentials_can_be_revoked(bus, tmp_path):
+    """`mlmesh teams create`: queue, token and event credentials; then the team's own
+    `mlmesh events credentials`, and the operator's `mlmesh events revoke`."""
+    out, fresh, key = _onboard(bus, tmp_path)
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    nc = await nats.connect(
+        bus.url,
+        user_credentials=str(fresh),
+        inbox_prefix=contracts.inbox_prefix(nats_permissions.team_identity("bus-new")),
+        allow_reconnect=False,
+        closed_cb=on_closed,
+    )
+    revoked = _cli(bus, "events", "revoke", key)
+    assert revoked.returncode == 0, revoked.stderr
+    await asyncio.wait_for(closed.wait(), timeout=5)
+    assert not nc.is_connected
+    # The credentials from `teams create` are another user: still accepted.
+    other = await nats.connect(
+        bus.url,
+        user_credentials=out["creds_file"],
+        inbox_prefix=out["inbox_prefix"],
+        allow_reconnect=False,
+    )
+    await other.close()

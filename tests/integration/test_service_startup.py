@@ -54,6 +54,7 @@ def test_service_serves_health_and_stops_on_sigterm(svc, nats_server, public_key
         svc.env_prefix,
         nats_url=nats_server.url,
         nats_creds_file=nats_server.creds(svc.identity),
+        **({"worker_nats_creds_file": nats_server.creds("worker")} if svc.module == "trainer" else {}),
         auth_public_key_file=public_key,
         ready_file=ready,
         metrics_port=-1,

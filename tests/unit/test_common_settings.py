@@ -71,3 +71,17 @@ def test_missing_key_file_is_named(env, tmp_path):
 def test_bad_nats_url_is_named(env):
     env.setenv("MLMESH_SCHEDULER_NATS_URL", "http://127.0.0.1:4222")
     assert "NATS_URL" in _error()
+
+
+def test_missing_nats_creds_file_is_named(env, tmp_path):
+    env.setenv("MLMESH_SCHEDULER_NATS_CREDS_FILE", str(tmp_path / "absent.creds"))
+    message = _error()
+    assert "NATS_CREDS_FILE" in message and "absent.creds" in message
+
+
+def test_an_identity_providers_roles_need_a_role_map(env):
+    """Passed through, an IdP group named "admin" would act for every team."""
+    env.setenv("MLMESH_SCHEDULER_AUTH_ROLES_CLAIM", "realm_access.roles")
+    assert "AUTH_ROLE_MAP" in _error()
+    env.setenv("MLMESH_SCHEDULER_AUTH_ROLE_MAP", '{"ml-devs": "developer"}')
+    _ = SchedulerSettings()  # with the map it loads

@@ -83,7 +83,7 @@ async def test_concurrent_commits_of_same_content_in_two_processes(nats_server, 
     spec = tmp_path / "files.json"
     data = os.urandom(9 << 20)
     spec.write_text(json.dumps({"w.bin": data.hex(), "small.txt": b"x".hex()}))
-    await asyncio.to_thread(_run_concurrently, nats_server.url, bucket, dirs, spec)
+    await asyncio.to_thread(_run_concurrently, nats_server, bucket, dirs, spec)
     core = make_core(catalog, dirs)
     assert len(list(core.tiers[HOT].iter_digests())) == 2
     for i in range(2):
@@ -91,11 +91,11 @@ async def test_concurrent_commits_of_same_content_in_two_processes(nats_server, 
         assert await read_all(core, a, "w.bin") == data
 
 
-def _run_concurrently(url, bucket, dirs, spec) -> None:
+def _run_concurrently(nats, bucket, dirs, spec) -> None:
     procs = [
         subprocess.Popen(
-            worker_cmd("commit", url, bucket, str(dirs["hot"]), str(dirs["warm"]), f"p{i}", str(spec)),
-            env=worker_env(),
+            worker_cmd("commit", nats.url, bucket, str(dirs["hot"]), str(dirs["warm"]), f"p{i}", str(spec)),
+            env=worker_env(MLMESH_TEST_NATS_CREDS=str(nats.creds("admin"))),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

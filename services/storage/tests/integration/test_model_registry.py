@@ -91,8 +91,7 @@ async def reg(nats_server, tmp_path: Path):
         metrics_port=-1,
     )
     nc = await events.connect(nats_server.url, name="test-model-registry", **nats_server.client_options("storage"))
-    js = nc.jetstream()
-    await events.ensure_streams(js)
+    js = nc.jetstream()  # the fixture bootstrapped every stream and bucket
     store = await RegistryStore.open(js)
     artifacts = await KvRepository.open(js, "artifacts", artifact_pb2.Artifact, "artifact")
     servicer = ModelRegistryServicer(

@@ -90,6 +90,7 @@ class Services:
         self.bob = mint_token(private, subject="bob", team="team-b", roles=["developer"])
         self.nats = NatsServer(tmp / "nats")
         self.nats.start()
+        self.nats.bootstrap()
         self.procs: list[ManagedProcess] = []
         self.storage_address = self._start(
             "storage",
@@ -101,6 +102,7 @@ class Services:
                 "STORAGE_ADDRESS": self.storage_address,
                 "SERVICE_TOKEN_FILE": str(tmp / "trainer.token"),
                 "WORK_DIR": str(tmp / "runs"),
+                "WORKER_NATS_CREDS_FILE": str(self.nats.creds("worker")),
                 "HEARTBEAT_TIMEOUT_S": "20",
                 "COLLECTIVE_TIMEOUT_S": "60",
                 "DEFAULT_STOP_GRACE_S": "60",

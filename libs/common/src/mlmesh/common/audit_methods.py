@@ -24,6 +24,7 @@ MUTATING_VERBS = frozenset(
         "Delete",
         "Deploy",
         "Drain",
+        "Issue",
         "Launch",
         "Move",
         "Register",

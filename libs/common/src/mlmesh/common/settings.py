@@ -88,6 +88,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"NATS_CREDS_FILE {self.nats_creds_file} does not exist")
         if not self.nats_url.startswith(("nats://", "tls://")):
             raise ValueError("NATS_URL must start with nats:// or tls://")
+        if self.auth_roles_claim != "roles" and self.auth_role_map is None:
+            # An identity provider's roles are its own names: passed through, a group that happens
+            # to be called "admin" would act for every team.
+            raise ValueError("AUTH_ROLES_CLAIM names an identity provider's roles: set AUTH_ROLE_MAP too")
         return self
 
 

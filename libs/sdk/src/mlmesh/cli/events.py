@@ -60,22 +60,38 @@ def credentials(
 @events_app.command("revoke")
 def revoke(
     public_key: Annotated[str, typer.Argument(help="The user's public key (U...), as `credentials` printed.")],
+    keys: Annotated[
+        Path | None, typer.Option("--keys", help="The operator's keys (`mlmesh nats init`'s keys/) [local mesh's]")
+    ] = None,
+    nats_url: Annotated[str | None, typer.Option("--nats-url", help="A server of the mesh [local mesh's]")] = None,
+    system_creds: Annotated[
+        Path | None, typer.Option("--system-creds", help="System account credentials that push the update")
+    ] = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Revoke event credentials now (the local mesh's operator; the server drops the user at once)."""
-    root = mesh.state_dir(state_dir)
-    endpoints = mesh.read_endpoints(root)
-    trust_dir = root / "nats-auth"
-    if endpoints is None or not (trust_dir / "operator.nk").is_file():
-        raise CliError(f"no local mesh with a NATS operator key in {root}", hint="revocation needs the operator key")
+    """Revoke event credentials now: the server drops the user at once and refuses it after.
+
+    Needs the operator key: the local mesh's by default; for a cluster, the offline keys/ folder of
+    `mlmesh nats init`, a NATS URL (e.g. through a port-forward) and its system.creds.
+    """
     if not (public_key.startswith("U") and len(public_key) == 56):
         raise CliError(f"{public_key!r} is not a NATS user public key (U..., 56 characters)", exit_code=2)
+    root = mesh.state_dir(state_dir)
+    trust_dir = keys or root / "nats-auth"
+    if not (trust_dir / "operator.nk").is_file():
+        raise CliError(f"no NATS operator key in {trust_dir}", hint="revocation re-signs the account: pass --keys")
+    if nats_url is None:
+        endpoints = mesh.read_endpoints(root)
+        if endpoints is None:
+            raise CliError(f"no local mesh in {root}", hint="pass --nats-url and --system-creds for a cluster")
+        nats_url = endpoints["infra"]["nats"]["url"]
     trust = NatsTrust.load(trust_dir)
     trust.revoke(public_key)
-    trust.save(trust_dir)
-    system = trust_dir / "creds" / "revoker.creds"
-    trust.system_user("revoker").write(system)
-    asyncio.run(push_account(endpoints["infra"]["nats"]["url"], system, trust.account_jwt()))
+    trust.save(trust_dir)  # the list is kept: a server restarted from a fresh volume needs it again
+    if system_creds is None:
+        system_creds = trust_dir / "creds" / "revoker.creds"
+        trust.system_user("revoker").write(system_creds)
+    asyncio.run(push_account(nats_url, system_creds, trust.account_jwt()))
     console.print(f"revoked {public_key}")
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mlmesh.cli import artifacts, audit, auth, jobs, models, nats, nodes, plan, queues, trace
+from mlmesh.cli import artifacts, audit, auth, events, jobs, models, nats, nodes, plan, queues, teams, trace
 from mlmesh.cli.output import CliError, console, print_error, print_json, print_table
 from mlmesh.common.errors import MlmeshError
 from mlmesh.common.settings import SettingsError
@@ -91,6 +91,8 @@ models.register(app)
 plan.register(app)
 trace.register(app)
 auth.register(app)
+events.register(app)
+teams.register(app)
 audit.register(app)
 nats.register(app)
 

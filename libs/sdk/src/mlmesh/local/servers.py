@@ -206,8 +206,11 @@ class NatsServer(_Server):
         tie_to_parent: bool = True,
         host: str = HOST,
         trust_dir: Path | None = None,
+        auth: bool = True,
     ):
         super().__init__(state_dir, port=port, tie_to_parent=tie_to_parent)
+        # auth=False only for a benchmark's baseline: the mesh and the tests never run without it.
+        self.auth = auth
         # Loopback by default; a test of several hosts binds the bridge address of the network
         # namespaces it created, so their agents can reach it.
         self.host = host
@@ -275,7 +278,7 @@ class NatsServer(_Server):
         conf = self.data_dir / "nats.conf"
         resolver = self.data_dir / "accounts"
         resolver.mkdir(parents=True, exist_ok=True)
-        _private_file(conf, self.trust.server_config(resolver))
+        _private_file(conf, self.trust.server_config(resolver) if self.auth else "")
         return [
             _script(self.binary),
             *("-c", str(conf)),

@@ -82,7 +82,7 @@ class RunController:
         self.work_dir = Path(settings.work_dir).resolve()
 
     async def start(self) -> None:
-        self._sub = await self.nc.subscribe(report_subject("*", "*"), cb=self._on_report)
+        self._sub = await self.nc.subscribe(report_subject(contracts.ANY, contracts.ANY), cb=self._on_report)
         await self._fail_orphans()
 
     async def stop(self) -> None:

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mlmesh.common.settings import ServiceSettings
@@ -21,6 +21,15 @@ class TrainerSettings(ServiceSettings):
     worker_nats_creds_file: Path | None = Field(
         default=None, description="NATS credentials handed to workers (the worker identity: reports only)"
     )
+
+    @model_validator(mode="after")
+    def _workers_can_report(self):
+        # With NATS auth on, a worker without credentials could never report: refuse at start.
+        if self.nats_creds_file is not None and self.worker_nats_creds_file is None:
+            raise ValueError("NATS_CREDS_FILE is set: set WORKER_NATS_CREDS_FILE too (workers report over NATS)")
+        if self.worker_nats_creds_file is not None and not self.worker_nats_creds_file.is_file():
+            raise ValueError(f"WORKER_NATS_CREDS_FILE {self.worker_nats_creds_file} does not exist")
+        return self
     worker_python: str = Field(default=sys.executable, description="interpreter of local workers")
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     heartbeat_timeout_s: float = Field(default=15.0, gt=0, description="a rank silent this long is dead")
