@@ -17,6 +17,7 @@ from mlmesh.api.scheduler.v1 import team_access_service_pb2 as api
 from mlmesh.api.scheduler.v1 import team_access_service_pb2_grpc
 from mlmesh.common import contracts, nats_permissions
 from mlmesh.common.auth import ROLE_DEVELOPER, current_identity
+from mlmesh.common.clock import duration_s
 from mlmesh.common.errors import FailedPrecondition, InvalidArgument
 from mlmesh.common.nats_auth import Credentials, issue_user
 
@@ -48,7 +49,7 @@ class EventCredentialIssuer:
 def ttl_seconds(request: api.IssueEventCredentialsRequest) -> float:
     if not request.HasField("ttl"):
         return DEFAULT_TTL_S
-    ttl = request.ttl.ToTimedelta().total_seconds()
+    ttl = duration_s(request.ttl, "ttl")  # ToTimedelta raised on out-of-range values: INTERNAL
     if not MIN_TTL_S <= ttl <= MAX_TTL_S:
         raise InvalidArgument.field("ttl", f"must be between {MIN_TTL_S:.0f} s and {MAX_TTL_S / 86400:.0f} days")
     return ttl
