@@ -80,12 +80,15 @@ def test_a_team_reads_only_its_own_subjects_and_never_publishes_into_the_platfor
         c.job_subject("team-b", "j", c.JOB_STATE),
         c.artifact_subject("team-b", "a", "committed"),
         c.deployment_subject("team-b", "d"),
+        c.alert_subject("warning", "job_failure_rate", "team-b"),
     ):
         assert allowed(perms.sub_allow, perms.sub_deny, subject)
     for subject in (
         c.job_subject("team-a", "j", c.JOB_STATE),
         c.artifact_subject("team-a", "a", "committed"),
         c.node_subject("n", c.NODE_HEARTBEAT),
+        c.alert_subject("critical", "node_not_ready"),  # a platform alert
+        c.alert_subject("warning", "job_failure_rate", "team-a"),
         "_INBOX.x",
         f"{c.inbox_prefix(c.SCHEDULER)}.x",
     ):

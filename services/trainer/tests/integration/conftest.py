@@ -115,7 +115,8 @@ class Services:
     def _start(self, name: str, extra: dict[str, str], *, module: str = "", args: tuple[str, ...] = ()) -> str:
         """Start `python -m mlmesh.<module or name> *args` with MLMESH_<NAME>_* settings; its address."""
         settings = {
-            **self.nats.service_settings(module or name),
+            # The node agent runs `python -m mlmesh.fabric agent` with its own NATS identity.
+            **self.nats.service_settings("fabric-agent" if args == ("agent",) else module or name),
             "AUTH_PUBLIC_KEY_FILE": str(self.tmp / "public.pem"),
             "METRICS_PORT": "-1",
             **extra,

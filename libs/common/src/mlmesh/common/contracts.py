@@ -107,8 +107,14 @@ def team_deployments(team: str) -> str:
     return f"{_join('deployments', team)}.>"
 
 
-def alert_subject(severity: str, rule: str) -> str:
-    return _join("alerts", severity, rule)
+def alert_subject(severity: str, rule: str, team: str = "") -> str:
+    """An alert about one team's work (a `team` label) carries the team as a fifth token, so the
+    team's event credentials can read it; a platform alert (nodes, GPUs) has none."""
+    return _join("alerts", severity, rule, team) if team else _join("alerts", severity, rule)
+
+
+def team_alerts(team: str) -> str:
+    return alert_subject(ANY, ANY, team)
 
 
 def worker_report_subject(run: str, kind: str) -> str:
@@ -223,7 +229,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     TRAINER: (job_subject(ANY, ANY, JOB_RUN), job_subject(ANY, ANY, JOB_PROGRESS)),
     WORKER: (worker_report_subject(ANY, ANY),),
     GATEWAY: (deployment_subject(ANY, ANY, ANY),),
-    TELEMETRY: (alert_subject(ANY, ANY),),
+    TELEMETRY: (alert_subject(ANY, ANY), alert_subject(ANY, ANY, ANY)),
 }
 
 # Core-NATS subjects each identity subscribes to outside JetStream (live signals, not stored, or
@@ -272,12 +278,17 @@ def inbox_prefix(identity: str) -> str:
 
 # --- team event credentials ---------------------------------------------------------------------
 def team_subjects(team: str) -> tuple[str, ...]:
-    """What a team may subscribe to: its jobs, artifacts and deployments."""
+    """What a team may subscribe to: its jobs, artifacts, deployments and alerts."""
     subject_token(team, "team")
-    return (team_jobs(team), team_artifacts(team), team_deployments(team))
+    return (team_jobs(team), team_artifacts(team), team_deployments(team), team_alerts(team))
 
 
 def team_streams(team: str) -> tuple[tuple[str, str], ...]:
     """(stream, filter) pairs a team may create consumers on."""
-    jobs, artifacts, deployments = team_subjects(team)
-    return ((JOBS_STREAM.name, jobs), (STORAGE_STREAM.name, artifacts), (DEPLOYMENTS_STREAM.name, deployments))
+    jobs, artifacts, deployments, alerts = team_subjects(team)
+    return (
+        (JOBS_STREAM.name, jobs),
+        (STORAGE_STREAM.name, artifacts),
+        (DEPLOYMENTS_STREAM.name, deployments),
+        (ALERTS_STREAM.name, alerts),
+    )

@@ -104,9 +104,5 @@ def team_identity(team: str) -> str:
     return f"team_{c.subject_token(team, 'team')}"
 
 
-def inbox_prefix_for(identity: str) -> str:
-    return c.inbox_prefix(identity)
-
-
 def _unique(items: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))

@@ -3,7 +3,8 @@
 - Only the replica holding the `telemetry_lease` evaluates; the others follow the alerts stream.
 - Alerts are not stored anywhere but the stream: on start the replay of `mlmesh.alerts.>` restores
   what is firing, so a restart neither re-fires nor forgets an alert.
-- A transition is published as `mlmesh.alerts.<severity>.<rule>` with the event id
+- A transition is published as `mlmesh.alerts.<severity>.<rule>[.<team>]` (the team of a team's
+  alert, so its event credentials read it) with the event id
   `<alert id>-<state>`: a retry after a failed publish is dropped by JetStream's de-duplication,
   and a transition that could not be published is retried on the next tick, not lost.
 """
@@ -198,7 +199,7 @@ class AlertEngine:
             message = events_pb2.AlertFired if t.state == FIRING else events_pb2.AlertResolved
             try:
                 await self.publisher.publish(
-                    contracts.alert_subject(t.severity, t.rule),
+                    contracts.alert_subject(t.severity, t.rule, _subject_team(t.labels.get("team", ""))),
                     message(alert=to_proto(t)),
                     ce_subject=t.id,
                     event_id=f"{t.id}-{t.state}",
@@ -215,3 +216,8 @@ class AlertEngine:
         current = {a.id: a for a in self.active.values() if a.state == FIRING}
         merged = {**{k: v for k, v in self.history.items()}, **current}
         return sorted(merged.values(), key=lambda a: a.resolved_at or a.since, reverse=True)
+
+
+def _subject_team(team: str) -> str:
+    """The team token of an alert's subject; a label that is not a valid team id stays out of it."""
+    return team if contracts.is_token(team) else ""
