@@ -348,3 +348,22 @@ async def test_onboarding_a_team_is_one_command_and_its_credentials_can_be_revok
         allow_reconnect=False,
     )
     await other.close()
+
+
+def test_every_service_writes_its_audit_chain_under_its_own_identity(bus, running_job):
+    """The audit publishers work with least privilege: the scheduler's calls of this suite (queue
+    creation, submit, credentials) are recorded by the scheduler's own chain, and the log verifies."""
+    deadline = time.monotonic() + 60
+    while True:
+        listed = _cli(bus, "audit", "ls", "--service", "scheduler", "--since", "1h", "--limit", "10000", "--json")
+        assert listed.returncode == 0, listed.stderr
+        methods = {r["method"].rsplit("/", 1)[-1] for r in json.loads(listed.stdout)}
+        wanted = {"CreateQueue", "SubmitJob", "IssueEventCredentials"}
+        if wanted <= methods or time.monotonic() > deadline:
+            break
+        time.sleep(1)  # records are published off the RPC path
+    assert wanted <= methods, methods
+    verified = _cli(bus, "audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert not report.get("problems") and int(report["records"]) > 0, report

@@ -30,9 +30,8 @@ PROBE = "mlmesh.commontest.v1.Probe"
 
 
 async def _connect(nats_server):
-    # Once the fixture hands out per-identity credentials, act as the admin.
-    creds = nats_server.creds("admin") if hasattr(nats_server, "creds") else None
-    return await nats.connect(nats_server.url, **({"user_credentials": str(creds)} if creds else {}))
+    # The operator: the tests delete and recreate the whole audit stream.
+    return await nats.connect(nats_server.url, user_credentials=str(nats_server.creds("admin")))
 
 
 @pytest.fixture
@@ -108,7 +107,10 @@ async def test_a_services_mutations_are_chained_records_and_reads_none(
     js, nats_server, make_settings, signing_key, tmp_path
 ):
     ready = tmp_path / "ready.json"
-    settings = make_settings(nats_url=nats_server.url, ready_file=ready, shutdown_grace_s=1.0)
+    # A test service is no platform identity: it connects as the operator.
+    settings = make_settings(
+        nats_url=nats_server.url, nats_creds_file=nats_server.creds("admin"), ready_file=ready, shutdown_grace_s=1.0
+    )
 
     async def register(runtime: Runtime):
         runtime.server.add_generic_rpc_handlers((HANDLERS,))
@@ -236,6 +238,7 @@ def telemetry(nats_server, signing_key, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMESH_")}
     env.update(
         MLMESH_TELEMETRY_NATS_URL=nats_server.url,
+        MLMESH_TELEMETRY_NATS_CREDS_FILE=str(nats_server.creds("telemetry")),
         MLMESH_TELEMETRY_AUTH_PUBLIC_KEY_FILE=str(signing_key.public_key_file),
         MLMESH_TELEMETRY_READY_FILE=str(ready),
         MLMESH_TELEMETRY_METRICS_PORT="-1",

@@ -45,26 +45,20 @@ def _own_stream(stream: str) -> list[str]:
 def service_permissions(identity: str) -> Permissions:
     if identity not in c.SERVICE_IDENTITIES:
         raise ValueError(f"unknown NATS identity {identity!r}")
-    pub = list(c.PUBLISHES.get(identity, ()))
-    jetstream = False
+    api: list[str] = []  # the JetStream API subjects it may use
     for spec in c.streams_owned_by(identity):
-        pub += _own_stream(spec.name)
-        jetstream = True
+        api += _own_stream(spec.name)
     for name in c.READS_STREAMS.get(identity, ()):
-        pub += _read_stream(name)
-        jetstream = True
+        api += _read_stream(name)
     for spec in c.buckets_owned_by(identity):
-        pub += [*_own_stream(c.kv_stream(spec.name)), f"$KV.{spec.name}.>"]
-        jetstream = True
+        api += [*_own_stream(c.kv_stream(spec.name)), f"$KV.{spec.name}.>"]
     for spec in c.buckets_read_by(identity):
-        pub += _read_stream(c.kv_stream(spec.name))
-        jetstream = True
-    audit = _audit(identity)
-    pub += audit
-    jetstream = jetstream or bool(audit)
-    if jetstream:
+        api += _read_stream(c.kv_stream(spec.name))
+    api += _audit(identity)
+    if api:
         # Stream lookup by subject (nats-py's subscribe), account info, and push-consumer flow control.
-        pub += [f"{JS}.INFO", f"{JS}.STREAM.NAMES", "$JS.FC.>"]
+        api += [f"{JS}.INFO", f"{JS}.STREAM.NAMES", "$JS.FC.>"]
+    pub = [*c.PUBLISHES.get(identity, ()), *api]
     sub = [f"{c.inbox_prefix(identity)}.>", *c.SUBSCRIBES.get(identity, ())]
     return Permissions(pub_allow=_unique(pub), sub_allow=_unique(sub), pub_deny=DESTRUCTIVE)
 
