@@ -30,6 +30,7 @@ class TrainerSettings(ServiceSettings):
         if self.worker_nats_creds_file is not None and not self.worker_nats_creds_file.is_file():
             raise ValueError(f"WORKER_NATS_CREDS_FILE {self.worker_nats_creds_file} does not exist")
         return self
+
     worker_python: str = Field(default=sys.executable, description="interpreter of local workers")
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     heartbeat_timeout_s: float = Field(default=15.0, gt=0, description="a rank silent this long is dead")
