@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import nats
+import nkeys
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from mlmesh.common import contracts, events, nats_permissions
-from mlmesh.common.nats_auth import push_account
+from mlmesh.common.nats_auth import issue_user, push_account
 from mlmesh.local.servers import NatsServer
 from mlmesh.scheduler.team_access import EventCredentialIssuer
 
@@ -133,3 +134,28 @@ async def _until(predicate, what: str, timeout: float = 15) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+async def test_the_team_signing_key_cannot_mint_a_service_or_an_admin(server, tmp_path):
+    """The scheduler holds the team signing key: a user it signs with permissions of its own (an
+    attempt at an admin) is refused, and a user tagged for a team gets that team's scope only."""
+    signing = nkeys.from_seed((server.trust_dir / "account_signing.nk").read_bytes().strip())
+    account = server.trust.public_key("account")
+    forged = issue_user(signing, account, "evil-admin", nats_permissions.admin_permissions()).write(
+        tmp_path / "e.creds"
+    )
+    with pytest.raises(Exception, match=r"(?i)authorization"):
+        await nats.connect(server.url, user_credentials=str(forged), allow_reconnect=False)
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    creds = issuer(server).issue(TEAM, ttl_s=3600).write(tmp_path / "team.creds")
+    nc = await nats.connect(server.url, allow_reconnect=False, error_cb=on_error, **team_connect_options(creds))
+    await nc.subscribe(contracts.team_jobs("team-b"))
+    await nc.publish(contracts.job_subject(TEAM, "j", contracts.JOB_RUN), b"{}")
+    await nc.flush()
+    await _until(lambda: len(errors) >= 2, "both refusals")
+    assert any("subscription" in e for e in errors) and any("publish" in e for e in errors), errors
+    await nc.close()

@@ -68,8 +68,9 @@ def test_writes_every_file_owner_only_with_each_identitys_permissions(tmp_path):
     for identity in contracts.SERVICE_IDENTITIES:
         assert paths["creds"][identity] == str(out / f"{identity}.creds")
         claims = jwt_claims(read_creds_jwt((out / f"{identity}.creds").read_text()))
-        assert claims["name"] == identity and claims["iss"] == signing
-        assert claims["nats"]["issuer_account"] == account
+        # Signed by the account key itself: the (scoped) signing key can mint only team users.
+        assert claims["name"] == identity and claims["iss"] == account
+        assert not claims["nats"].get("issuer_account")
         want = nats_permissions.service_permissions(identity)
         assert claims["nats"]["pub"]["allow"] == list(want.pub_allow)
         assert _perms(claims) == {
@@ -84,8 +85,8 @@ def test_writes_every_file_owner_only_with_each_identitys_permissions(tmp_path):
     system = jwt_claims(read_creds_jwt((out / "system.creds").read_text()))
     assert system["iss"] == trust.public_key("system_account")
 
-    # What the scheduler signs teams' credentials with, and the account they belong to (read whole
-    # as an env var: no newline).
+    # What the scheduler signs teams' credentials with (the scoped team signing key), and the
+    # account they belong to (read whole as an env var: no newline).
     assert (out / "account_signing.nk").read_text() == trust.seeds["account_signing"].decode()
     assert (out / "account.pub").read_text() == account
 
@@ -101,7 +102,9 @@ def test_writes_every_file_owner_only_with_each_identitys_permissions(tmp_path):
         (trust.public_key("system_account"), operator, "SYS"),
         (account, operator, "MLMESH"),
     }
-    assert preload[account]["nats"]["signing_keys"] == [signing]
+    (scope,) = preload[account]["nats"]["signing_keys"]
+    assert scope["kind"] == "user_scope" and scope["key"] == signing and scope["role"] == "team"
+    assert "mlmesh.jobs.{{tag(team)}}.>" in scope["template"]["sub"]["allow"]
     assert 'dir: "/data/jwt"' in conf["resolver"]
 
 

@@ -277,9 +277,22 @@ def inbox_prefix(identity: str) -> str:
 
 
 # --- team event credentials ---------------------------------------------------------------------
+class _Template(str):
+    """A token of a NATS permission template (a scoped signing key's); never an id."""
+
+
+# In a scoped signing key's template, the server puts the user's `team:<team>` tag here.
+TEAM_TEMPLATE = _Template("{{tag(team)}}")
+
+
+def team_token(team: str) -> str:
+    """A team id checked as a subject token, or the template's placeholder for it."""
+    return team if isinstance(team, _Template) else subject_token(team, "team")
+
+
 def team_subjects(team: str) -> tuple[str, ...]:
     """What a team may subscribe to: its jobs, artifacts, deployments and alerts."""
-    subject_token(team, "team")
+    team_token(team)
     return (team_jobs(team), team_artifacts(team), team_deployments(team), team_alerts(team))
 
 

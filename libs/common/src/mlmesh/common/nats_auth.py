@@ -2,7 +2,13 @@
 
     operator ──signs──> SYS account (the server's system account: claim pushes)
              └─signs──> MLMESH account (JetStream on; every identity's user lives here)
-                              └─ account signing key ──signs──> user JWTs (one per identity)
+                              ├─ account key ──signs──> service, worker and admin users
+                              └─ team signing key (scoped, role "team") ──signs──> team users
+
+The team signing key is a NATS *scoped* signing key: the account JWT binds it to a permission
+template (a team's read-only permissions, with `{{tag(team)}}` for the team), and a user it signs
+carries only a `team:<team>` tag. Whoever holds it (the scheduler, to issue teams' event
+credentials) can mint team users and nothing else: no service, no admin.
 
 nats-server trusts only the operator's public JWT; it never sees a private key. A user proves
 itself with the nkey seed of its credentials file, and the server enforces the permissions written
@@ -151,8 +157,8 @@ class NatsTrust:
         claims = AccountClaims(self.public_key("account"), ACCOUNT_NAME)
         limits = claims.nats.limits
         limits.memory_storage = limits.disk_storage = limits.streams = limits.consumer = UNLIMITED  # JetStream on
-        # nats-jwt serializes its SigningKeys set as a JSON object; the server reads a list.
-        claims.nats.signing_keys = [self.public_key("account_signing")]
+        # A list, not nats-jwt's SigningKeys (it serializes as a JSON object, which the server refuses).
+        claims.nats.signing_keys = [self._team_scope()]
         # A plain dict: nats-jwt's RevocationList (a dict-derived dataclass) serializes as nothing.
         claims.nats.revocations = dict(self.revocations)
         return claims.encode(self._kp("operator"))
@@ -174,9 +180,14 @@ class NatsTrust:
         )
 
     # --- users ----------------------------------------------------------------------------------
+    def _team_scope(self) -> dict:
+        """The team signing key's scope: its users get exactly a team's permissions."""
+        template = scope_template()
+        return {"kind": "user_scope", "key": self.public_key("account_signing"), "role": "team", "template": template}
+
     def issue(self, name: str, permissions: Permissions, *, ttl_s: float | None = None) -> Credentials:
-        """A user of the MLMESH account, signed with the account signing key."""
-        return issue_user(self._kp("account_signing"), self.public_key("account"), name, permissions, ttl_s=ttl_s)
+        """A user of the MLMESH account with these permissions, signed with the account key."""
+        return issue_user(self._kp("account"), "", name, permissions, ttl_s=ttl_s)
 
     def system_user(self, name: str = "sys") -> Credentials:
         """A user of the system account: it may push account updates (revocations)."""
@@ -196,15 +207,52 @@ class NatsTrust:
 def issue_user(
     signing: nkeys.KeyPair, account_public_key: str, name: str, permissions: Permissions, *, ttl_s: float | None = None
 ) -> Credentials:
+    """A user with explicit permissions. `account_public_key`: the account, when `signing` is one of
+    its signing keys; "" when `signing` is the account key itself."""
+    user = create_user_pair()
+    claims = UserClaims(user.public_key.decode(), name)
+    if account_public_key:
+        claims.nats.issuer_account = account_public_key
+    claims.nats.pub.allow, claims.nats.pub.deny = list(permissions.pub_allow), list(permissions.pub_deny)
+    claims.nats.sub.allow, claims.nats.sub.deny = list(permissions.sub_allow), list(permissions.sub_deny)
+    return _signed(claims, user, signing, ttl_s)
+
+
+def issue_team_user(
+    team_signing: nkeys.KeyPair, account_public_key: str, name: str, team: str, *, ttl_s: float | None = None
+) -> Credentials:
+    """A team's user, signed with the scoped team signing key: it carries only its team's tag; the
+    server applies the key's template (a scoped key's users may hold no permissions or limits)."""
     user = create_user_pair()
     claims = UserClaims(user.public_key.decode(), name)
     claims.nats.issuer_account = account_public_key
-    claims.nats.pub.allow, claims.nats.pub.deny = list(permissions.pub_allow), list(permissions.pub_deny)
-    claims.nats.sub.allow, claims.nats.sub.deny = list(permissions.sub_allow), list(permissions.sub_deny)
+    claims.nats.tags = [f"{TEAM_TAG}:{team}"]
+    claims.nats.subs = claims.nats.data = claims.nats.payload = 0  # "none of its own": the scope's apply
+    return _signed(claims, user, team_signing, ttl_s)
+
+
+def _signed(claims: UserClaims, user: nkeys.KeyPair, signing: nkeys.KeyPair, ttl_s: float | None) -> Credentials:
     expires_at = int(time.time() + ttl_s) if ttl_s else 0
     if expires_at:
         claims.exp = expires_at
     return Credentials(creds_text(claims.encode(signing), user.seed), user.public_key.decode(), expires_at)
+
+
+TEAM_TAG = "team"
+
+
+def scope_template() -> dict:
+    """The team scope's permission template, from the same table as every team's permissions."""
+    from mlmesh.common import nats_permissions  # it imports this module for Permissions
+
+    perms = nats_permissions.team_permissions(nats_permissions.TEAM_TEMPLATE)
+    return {
+        "pub": {"allow": list(perms.pub_allow), "deny": list(perms.pub_deny)},
+        "sub": {"allow": list(perms.sub_allow)},
+        "subs": UNLIMITED,
+        "data": UNLIMITED,
+        "payload": UNLIMITED,
+    }
 
 
 async def push_account(nats_url: str, system_creds: Path, account_jwt: str, timeout_s: float = 5.0) -> None:

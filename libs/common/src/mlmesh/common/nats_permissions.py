@@ -16,6 +16,7 @@ from mlmesh.common.nats_auth import Permissions
 
 JS = "$JS.API"
 ADMIN = "admin"
+TEAM_TEMPLATE = c.TEAM_TEMPLATE  # team_permissions(TEAM_TEMPLATE): the team signing key's scope
 # Stream deletion and purging belong to the operator alone; denied explicitly on top of the allow
 # lists, so a later grant cannot open them by accident.
 DESTRUCTIVE = (f"{JS}.STREAM.DELETE.>", f"{JS}.STREAM.PURGE.>", f"{JS}.STREAM.MSG.DELETE.>")
@@ -95,7 +96,7 @@ def admin_permissions() -> Permissions:
 
 
 def team_identity(team: str) -> str:
-    return f"team_{c.subject_token(team, 'team')}"
+    return f"team_{c.team_token(team)}"
 
 
 def _unique(items: list[str]) -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """TeamAccessService: NATS event credentials for a team, signed with the account signing key.
 
 The credentials may only read the team's own events (`nats_permissions.team_permissions`): nats-server
-enforces that, so handing them out needs no trust in the holder. The scheduler holds the account
-signing key (never the operator key): it can issue users, not change the account or its revocations.
+enforces that, so handing them out needs no trust in the holder. The scheduler holds the team signing
+key, a scoped key the account binds to the team permission template: it can issue team users and
+nothing else (no service or admin user, no change to the account or its revocations).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mlmesh.common import contracts, nats_permissions
 from mlmesh.common.auth import ROLE_DEVELOPER, current_identity
 from mlmesh.common.clock import duration_s
 from mlmesh.common.errors import FailedPrecondition, InvalidArgument
-from mlmesh.common.nats_auth import Credentials, issue_user
+from mlmesh.common.nats_auth import Credentials, issue_team_user
 
 DEFAULT_TTL_S = 24 * 3600.0
 MIN_TTL_S = 60.0
@@ -36,14 +37,9 @@ class EventCredentialIssuer:
         return cls(nkeys.from_seed(seed_file.read_bytes().strip()), account_public_key)
 
     def issue(self, team: str, ttl_s: float) -> Credentials:
+        """A user of the team's scope: the server gives it the team's permissions from its tag."""
         identity = nats_permissions.team_identity(team)
-        return issue_user(
-            self.signing_key,
-            self.account_public_key,
-            identity,
-            nats_permissions.team_permissions(team),
-            ttl_s=ttl_s,
-        )
+        return issue_team_user(self.signing_key, self.account_public_key, identity, team, ttl_s=ttl_s)
 
 
 def ttl_seconds(request: api.IssueEventCredentialsRequest) -> float:
