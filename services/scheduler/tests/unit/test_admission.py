@@ -70,6 +70,22 @@ def test_borrowing_only_from_idle_quota():
     assert admitted(result) == ["j"] and result.admitted[0].borrowing
 
 
+def test_a_queue_that_keeps_its_idle_quota_lends_none_of_it():
+    """The local admin's queue has unlimited nominal quota: lent, it would make every borrowing
+    limit moot. Kept, others borrow only from lenders; the keeper still runs within its own quota."""
+    inv = Inventory([node(i) for i in range(4)])
+    keeper = queue("admin", 1_000)
+    keeper.lends = False
+    queues = {"a": queue("a", 8, borrow_gpus=16), "b": queue("b", 8, used_gpus=8), "admin": keeper}
+    result = run_cycle(inv, queues, [job("j", "a", 8, workers=2, seq=1), job("mine", "admin", 8, seq=2)], [])
+    assert admitted(result) == ["mine"] and not result.admitted[0].borrowing
+    assert result.blocked["j"].kind == BlockKind.QUOTA and "idle quota" in result.blocked["j"].message
+    keeper.lends = True  # the same queue lending: a borrows its idle quota
+    keeper.used = per_gpu(0)
+    result = run_cycle(inv, queues, [job("j", "a", 8, workers=2)], [])
+    assert admitted(result) == ["j"] and result.admitted[0].borrowing
+
+
 def test_borrowing_is_bounded_by_the_total_idle_quota():
     inv = Inventory([node(i) for i in range(8)])
     queues = {"a": queue("a", 8, borrow_gpus=64), "b": queue("b", 8)}

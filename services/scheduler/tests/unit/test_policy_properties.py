@@ -79,7 +79,9 @@ def scenarios(filters: bool = True, min_preload: int = 0):
         {
             "nodes": nodes_st,
             "queues": st.lists(
-                st.tuples(st.integers(0, 24), st.integers(0, 32), st.sampled_from([1.0, 2.0])), min_size=3, max_size=3
+                st.tuples(st.integers(0, 24), st.integers(0, 32), st.sampled_from([1.0, 2.0]), st.booleans()),
+                min_size=3,
+                max_size=3,
             ),
             # Running jobs: lower priorities, mostly of q0 so that it borrows; pending: all of them.
             "preload": st.lists(
@@ -145,8 +147,10 @@ def build(sc: dict):
             )
         )
     queues = {
-        f"q{i}": QueueState(f"q{i}", f"team{i}", _res(nom, nom * 8_000, nom * 32), _res(b, b * 8_000, b * 32), w)
-        for i, (nom, b, w) in enumerate(sc["queues"])
+        f"q{i}": QueueState(
+            f"q{i}", f"team{i}", _res(nom, nom * 8_000, nom * 32), _res(b, b * 8_000, b * 32), w, lends=lends
+        )
+        for i, (nom, b, w, lends) in enumerate(sc["queues"])
     }
     inv = Inventory(nodes)
     preload = [_job(i, r, "run") for i, r in enumerate(sc["preload"])]
@@ -201,7 +205,13 @@ def test_quota_is_never_exceeded_except_by_borrowing_within_limits(sc):
     _inv, queues, _running, _stopping, pending, before, result = cycle(sc)
     by_id = {j.id: j for j in pending}
     used = dict(before)
-    total_nominal = sum((q.nominal for q in queues.values()), ZERO)
+    # Only lenders' nominal quota may be borrowed; a queue that keeps its idle quota counts only
+    # what it borrows itself.
+    lendable = sum((q.nominal for q in queues.values() if q.lends), ZERO)
+
+    def committed() -> Res:
+        return sum((used[n] if q.lends else (used[n] - q.nominal).clamp_min_zero() for n, q in queues.items()), ZERO)
+
     for a in result.admitted:  # replay in decision order
         j = by_id[a.job_id]
         q = queues[j.queue]
@@ -209,10 +219,10 @@ def test_quota_is_never_exceeded_except_by_borrowing_within_limits(sc):
         assert used[j.queue].fits_in(q.nominal + q.borrowing_limit)
         assert a.borrowing == (not used[j.queue].fits_in(q.nominal))
         if a.borrowing:  # borrowed only out of idle quota, in each dimension it borrows
-            total_used = sum(used.values(), ZERO)
+            total = committed()
             for d in ("gpus", "cpu_millis", "memory_bytes"):
                 if getattr(used[j.queue], d) > getattr(q.nominal, d):
-                    assert getattr(total_used, d) <= getattr(total_nominal, d)
+                    assert getattr(total, d) <= getattr(lendable, d)
     assert {n: q.used for n, q in queues.items()} == used
 
 

@@ -298,7 +298,8 @@ def _create_admin_queue(scheduler: str, admin_token: str) -> None:
     from mlmesh.api.scheduler.v1 import scheduler_service_pb2 as api
     from mlmesh.common.quantities import UNLIMITED_CPU_MILLIS, UNLIMITED_MEMORY_BYTES
 
-    spec = queue_pb2.QueueSpec(team=PLATFORM_TEAM, team_default=True)
+    # Its unlimited quota is kept, not lent: lent, it would let every team borrow without bound.
+    spec = queue_pb2.QueueSpec(team=PLATFORM_TEAM, team_default=True, keep_idle_quota=True)
     spec.nominal_quota.gpus = ADMIN_QUEUE_GPUS
     spec.nominal_quota.cpu_millis = UNLIMITED_CPU_MILLIS
     spec.nominal_quota.memory_bytes = UNLIMITED_MEMORY_BYTES

@@ -83,6 +83,7 @@ def queue_state(q: queue_pb2.Queue) -> QueueState:
         nominal=res(q.spec.nominal_quota),
         borrowing_limit=res(q.spec.borrowing_limit),
         weight=q.spec.weight or 1.0,
+        lends=not q.spec.keep_idle_quota,
     )
 
 

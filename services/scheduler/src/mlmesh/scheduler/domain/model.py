@@ -133,6 +133,7 @@ class QueueState:
     borrowing_limit: Res = ZERO
     weight: float = 1.0
     used: Res = ZERO  # held by admitted and running jobs of this queue
+    lends: bool = True  # whether other queues may borrow its unused nominal quota
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 A queue may hold up to nominal + borrowing_limit in each dimension. What it holds above nominal is
 borrowed, and may only come out of idle quota: in every dimension where the queue goes above nominal,
-the sum of all queues' usage must stay within the sum of all nominal quotas. (Cluster capacity bounds
-everything else; placement enforces it.)
+the sum of all queues' usage must stay within the sum of all nominal quotas. A queue that keeps its
+idle quota (`lends=False`) adds nothing to what others may borrow; what it borrows itself still
+comes out of the others'. (Cluster capacity bounds everything else; placement enforces it.)
 """
 
 from __future__ import annotations
@@ -32,14 +33,20 @@ class QuotaBook:
     def __init__(self, queues: dict[str, QueueState], cluster_total: Res) -> None:
         self.queues = queues
         self.cluster_total = cluster_total
-        self.total_nominal = sum((q.nominal for q in queues.values()), ZERO)
-        self.total_used = sum((q.used for q in queues.values()), ZERO)
+        # Idle quota others may borrow, kept current by `charge`: the lenders' unused nominal quota,
+        # less what every queue already borrows. Per dimension; negative when over-committed.
+        self.idle = sum((self._lent(q) for q in queues.values()), ZERO)
+
+    @staticmethod
+    def _lent(q: QueueState) -> Res:
+        if q.lends:
+            return q.nominal - q.used
+        return ZERO - (q.used - q.nominal).clamp_min_zero()
 
     def available(self, q: QueueState) -> Res:
         """How much more the queue may take now: up to its limit, and beyond nominal only from idle quota."""
         to_limit = q.nominal + q.borrowing_limit - q.used
-        idle = self.total_nominal - self.total_used
-        return _min(to_limit, _max(q.nominal - q.used, idle)).clamp_min_zero()
+        return _min(to_limit, _max(q.nominal - q.used, self.idle)).clamp_min_zero()
 
     def check(self, q: QueueState, total: Res) -> Blocked | None:
         """None when `total` may be admitted to `q`; otherwise why not."""
@@ -47,11 +54,8 @@ class QuotaBook:
         if new.fits_in(q.nominal):
             return None
         if new.fits_in(q.nominal + q.borrowing_limit):
-            cluster = self.total_used + total
-            if all(
-                getattr(new, d) <= getattr(q.nominal, d) or getattr(cluster, d) <= getattr(self.total_nominal, d)
-                for d in _DIMS
-            ):
+            within = (getattr(new, d) <= getattr(q.nominal, d) for d in _DIMS)
+            if all(ok or getattr(total, d) <= getattr(self.idle, d) for ok, d in zip(within, _DIMS, strict=True)):
                 return None
             why = "borrowing beyond nominal needs idle quota of other queues, and there is not enough"
         else:
@@ -67,8 +71,9 @@ class QuotaBook:
 
     def charge(self, q: QueueState, total: Res) -> bool:
         """Add an admission to the queue; True when that takes the queue above nominal (borrowing)."""
+        before = self._lent(q)
         q.used = q.used + total
-        self.total_used = self.total_used + total
+        self.idle = self.idle + self._lent(q) - before
         return not q.used.fits_in(q.nominal)
 
     def share(self, q: QueueState) -> float:

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from mlmesh.api.common.v1 import common_pb2 as mlmesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmlmesh/scheduler/v1/queue.proto\x12\x13mlmesh.scheduler.v1\x1a\x1dmlmesh/common/v1/common.proto\"\xc9\x01\n\tQueueSpec\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x32\n\rnominal_quota\x18\x02 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12\x34\n\x0f\x62orrowing_limit\x18\x03 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12\x0e\n\x06weight\x18\x04 \x01(\x01\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_class\x18\x05 \x01(\t\x12\x14\n\x0cteam_default\x18\x06 \x01(\x08\"\xc2\x01\n\x0bQueueStatus\x12)\n\x04used\x18\x01 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12-\n\x08\x62orrowed\x18\x02 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12\x14\n\x0cpending_jobs\x18\x03 \x01(\x05\x12\x15\n\radmitted_jobs\x18\x04 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x05 \x01(\x05\x12\x16\n\x0e\x64ominant_share\x18\x06 \x01(\x01\"\x93\x01\n\x05Queue\x12*\n\x04meta\x18\x01 \x01(\x0b\x32\x1c.mlmesh.common.v1.ObjectMeta\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.mlmesh.scheduler.v1.QueueSpec\x12\x30\n\x06status\x18\x03 \x01(\x0b\x32 .mlmesh.scheduler.v1.QueueStatus\"\xad\x01\n\rPriorityClass\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05\x12@\n\x11preemption_policy\x18\x03 \x01(\x0e\x32%.mlmesh.scheduler.v1.PreemptionPolicy\x12\x16\n\x0eglobal_default\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\x04*\x80\x01\n\x10PreemptionPolicy\x12!\n\x1dPREEMPTION_POLICY_UNSPECIFIED\x10\x00\x12,\n(PREEMPTION_POLICY_PREEMPT_LOWER_PRIORITY\x10\x01\x12\x1b\n\x17PREEMPTION_POLICY_NEVER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmlmesh/scheduler/v1/queue.proto\x12\x13mlmesh.scheduler.v1\x1a\x1dmlmesh/common/v1/common.proto\"\xe2\x01\n\tQueueSpec\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x32\n\rnominal_quota\x18\x02 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12\x34\n\x0f\x62orrowing_limit\x18\x03 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12\x0e\n\x06weight\x18\x04 \x01(\x01\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_class\x18\x05 \x01(\t\x12\x14\n\x0cteam_default\x18\x06 \x01(\x08\x12\x17\n\x0fkeep_idle_quota\x18\x07 \x01(\x08\"\xc2\x01\n\x0bQueueStatus\x12)\n\x04used\x18\x01 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12-\n\x08\x62orrowed\x18\x02 \x01(\x0b\x32\x1b.mlmesh.common.v1.Resources\x12\x14\n\x0cpending_jobs\x18\x03 \x01(\x05\x12\x15\n\radmitted_jobs\x18\x04 \x01(\x05\x12\x14\n\x0crunning_jobs\x18\x05 \x01(\x05\x12\x16\n\x0e\x64ominant_share\x18\x06 \x01(\x01\"\x93\x01\n\x05Queue\x12*\n\x04meta\x18\x01 \x01(\x0b\x32\x1c.mlmesh.common.v1.ObjectMeta\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.mlmesh.scheduler.v1.QueueSpec\x12\x30\n\x06status\x18\x03 \x01(\x0b\x32 .mlmesh.scheduler.v1.QueueStatus\"\xad\x01\n\rPriorityClass\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05\x12@\n\x11preemption_policy\x18\x03 \x01(\x0e\x32%.mlmesh.scheduler.v1.PreemptionPolicy\x12\x16\n\x0eglobal_default\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\x04*\x80\x01\n\x10PreemptionPolicy\x12!\n\x1dPREEMPTION_POLICY_UNSPECIFIED\x10\x00\x12,\n(PREEMPTION_POLICY_PREEMPT_LOWER_PRIORITY\x10\x01\x12\x1b\n\x17PREEMPTION_POLICY_NEVER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mlmesh.api.scheduler.v1.queue_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREEMPTIONPOLICY']._serialized_start=815
-  _globals['_PREEMPTIONPOLICY']._serialized_end=943
+  _globals['_PREEMPTIONPOLICY']._serialized_start=840
+  _globals['_PREEMPTIONPOLICY']._serialized_end=968
   _globals['_QUEUESPEC']._serialized_start=88
-  _globals['_QUEUESPEC']._serialized_end=289
-  _globals['_QUEUESTATUS']._serialized_start=292
-  _globals['_QUEUESTATUS']._serialized_end=486
-  _globals['_QUEUE']._serialized_start=489
-  _globals['_QUEUE']._serialized_end=636
-  _globals['_PRIORITYCLASS']._serialized_start=639
-  _globals['_PRIORITYCLASS']._serialized_end=812
+  _globals['_QUEUESPEC']._serialized_end=314
+  _globals['_QUEUESTATUS']._serialized_start=317
+  _globals['_QUEUESTATUS']._serialized_end=511
+  _globals['_QUEUE']._serialized_start=514
+  _globals['_QUEUE']._serialized_end=661
+  _globals['_PRIORITYCLASS']._serialized_start=664
+  _globals['_PRIORITYCLASS']._serialized_end=837
 # @@protoc_insertion_point(module_scope)

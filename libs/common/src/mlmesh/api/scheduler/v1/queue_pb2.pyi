@@ -17,20 +17,22 @@ PREEMPTION_POLICY_PREEMPT_LOWER_PRIORITY: PreemptionPolicy
 PREEMPTION_POLICY_NEVER: PreemptionPolicy
 
 class QueueSpec(_message.Message):
-    __slots__ = ("team", "nominal_quota", "borrowing_limit", "weight", "default_priority_class", "team_default")
+    __slots__ = ("team", "nominal_quota", "borrowing_limit", "weight", "default_priority_class", "team_default", "keep_idle_quota")
     TEAM_FIELD_NUMBER: _ClassVar[int]
     NOMINAL_QUOTA_FIELD_NUMBER: _ClassVar[int]
     BORROWING_LIMIT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PRIORITY_CLASS_FIELD_NUMBER: _ClassVar[int]
     TEAM_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_IDLE_QUOTA_FIELD_NUMBER: _ClassVar[int]
     team: str
     nominal_quota: _common_pb2.Resources
     borrowing_limit: _common_pb2.Resources
     weight: float
     default_priority_class: str
     team_default: bool
-    def __init__(self, team: _Optional[str] = ..., nominal_quota: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., borrowing_limit: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., weight: _Optional[float] = ..., default_priority_class: _Optional[str] = ..., team_default: _Optional[bool] = ...) -> None: ...
+    keep_idle_quota: bool
+    def __init__(self, team: _Optional[str] = ..., nominal_quota: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., borrowing_limit: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., weight: _Optional[float] = ..., default_priority_class: _Optional[str] = ..., team_default: _Optional[bool] = ..., keep_idle_quota: _Optional[bool] = ...) -> None: ...
 
 class QueueStatus(_message.Message):
     __slots__ = ("used", "borrowed", "pending_jobs", "admitted_jobs", "running_jobs", "dominant_share")
