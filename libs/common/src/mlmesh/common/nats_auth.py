@@ -129,8 +129,8 @@ class NatsTrust:
         write_secret(directory / "revocations.json", json.dumps(self.revocations))
 
     @classmethod
-    def load(cls, directory: Path, *, only: tuple[str, ...] = _SEEDS) -> NatsTrust:
-        seeds = {n: (directory / f"{n}.nk").read_bytes().strip() for n in only if (directory / f"{n}.nk").exists()}
+    def load(cls, directory: Path) -> NatsTrust:
+        seeds = {n: (directory / f"{n}.nk").read_bytes().strip() for n in _SEEDS if (directory / f"{n}.nk").exists()}
         rev = directory / "revocations.json"
         return cls(seeds, json.loads(rev.read_text()) if rev.exists() else {})
 
